@@ -1,0 +1,111 @@
+"""Durable, atomic writes into the shared directory — the one helper both daemons use.
+
+Readers only ever open final names, so a file is either absent or complete:
+write a temp file in the *same* directory (a rename is only atomic within one
+file system), fsync it, rename it to its final name, then fsync the directory so
+the rename itself survives a crash.  The Graph Challenge converter writes
+straight to the final name; a reader racing it sees half a matrix.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from .errors import AlreadyLanded, LandingError
+
+TEMP_PREFIX = ".tmp-"  # readers ignore every name starting with "."
+
+
+def temp_name(final: Path) -> Path:
+    """A unique temp path next to ``final`` that readers ignore."""
+    return final.with_name(f"{TEMP_PREFIX}{final.name}.{os.getpid()}.{secrets.token_hex(4)}")
+
+
+def fsync_dir(directory: Path) -> None:
+    """Persist a directory entry change (create/rename/unlink)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # some network file systems refuse opening directories; rename is still atomic there
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # e.g. sshfs/FUSE may return EINVAL for directory fsync
+    finally:
+        os.close(fd)
+
+
+def atomic_write(final: Path | str, data: bytes, *, replace: bool = False) -> Path:
+    """Write ``data`` to ``final`` atomically and durably.
+
+    With ``replace=False`` (window files) an existing final name is never
+    clobbered: ``AlreadyLanded`` is raised and the temp file removed.  With
+    ``replace=True`` (reports, status, checkpoints) the new content replaces the
+    old one atomically.  Any ``OSError`` becomes ``LandingError`` with the temp
+    file cleaned up.
+    """
+    final = Path(final)
+    tmp = temp_name(final)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if replace:
+            os.replace(tmp, final)
+        else:
+            # link() fails with EEXIST instead of clobbering: the no-clobber rename.
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                raise AlreadyLanded(f"{final} exists already") from None
+            except OSError:
+                # File systems without hard links (some FUSE/SMB): check then rename.
+                if final.exists():
+                    raise AlreadyLanded(f"{final} exists already") from None
+                os.rename(tmp, final)
+        fsync_dir(final.parent)
+        return final
+    except AlreadyLanded:
+        raise
+    except OSError as e:
+        raise LandingError(f"cannot write {final}: {e.strerror or e}") from e
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass
+
+
+def write_text(final: Path | str, text: str) -> Path:
+    """Atomically replace a small text file (reports, status)."""
+    return atomic_write(final, text.encode("utf-8"), replace=True)
+
+
+def remove_stale_temps(directory: Path) -> int:
+    """Delete temp files left in ``directory`` by a crashed writer; return how many.
+
+    Only this node's collector writes its landing folder, so at start every
+    temp name there is stale.
+    """
+    n = 0
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return 0
+    for e in entries:
+        if e.name.startswith(TEMP_PREFIX) and e.is_file(follow_symlinks=False):
+            try:
+                os.unlink(e.path)
+                n += 1
+            except OSError:
+                pass
+    return n

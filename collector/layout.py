@@ -1,0 +1,128 @@
+"""Names and places in the shared directory: the code half of shared_fs_layout.md.
+
+Both daemons build every path through this module, and a test parses the
+document's grammar table and tree against the constants here, so the two
+cannot drift apart.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import ConfigError
+
+# --- the tree (mirrored in shared_fs_layout.md, section "Directory tree") ---
+NODES_DIR = "nodes"            # nodes/<node>/  landing folder, written by that node's collector only
+STATUS_DIR = "status"          # status/<node>.json  collector heartbeat
+AGGREGATOR_DIR = "aggregator"  # aggregator-private state: lease, ledger, checkpoints
+REPORTS_DIR = "reports"        # reports/*.json, reports/periods/, reports/history/
+QUARANTINE_DIR = "quarantine"  # quarantine/<node>/<file> + <file>.reason.json
+ARCHIVE_DIR = "archive"        # archive/<node>/<file>  consumed window files
+TREE = (NODES_DIR, STATUS_DIR, AGGREGATOR_DIR, REPORTS_DIR, QUARANTINE_DIR, ARCHIVE_DIR)
+
+WINDOW_SUFFIX = ".nsw"
+
+# --- grammar (mirrored in shared_fs_layout.md, section "Names") ---
+GRAMMAR = {
+    "node": r"[a-z0-9][a-z0-9.-]{0,62}",
+    "stamp": r"\d{8}T\d{6}Z",
+    "run": r"[0-9a-f]{12}",
+    "seq": r"\d{8,}",
+}
+WINDOW_NAME = re.compile(
+    r"^(?P<node>{node})_(?P<start>{stamp})_(?P<end>{stamp})_(?P<run>{run})-(?P<seq>{seq})\.nsw$".format(**GRAMMAR)
+)
+NODE_NAME = re.compile(rf"^{GRAMMAR['node']}$")
+PERIOD_ID = re.compile(rf"^{GRAMMAR['stamp']}$")
+
+
+def check_node(node: str) -> str:
+    """Validate a node name: lowercase, no separators, no '..', fits in a file name."""
+    if not isinstance(node, str) or not NODE_NAME.match(node) or ".." in node:
+        raise ConfigError(
+            f"invalid node name {node!r}: use 1-63 of [a-z0-9.-], starting with a letter or digit, no '..'"
+        )
+    return node
+
+
+def stamp(seconds: int) -> str:
+    """UTC second-resolution stamp used in names: 20261122T013900Z."""
+    return datetime.fromtimestamp(int(seconds), tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def parse_stamp(s: str) -> int:
+    """Inverse of ``stamp``."""
+    return int(datetime.strptime(s, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp())
+
+
+def iso(seconds: float) -> str:
+    """ISO-8601 UTC for reports."""
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class WindowName:
+    """The parts of a window file name; ``identity`` is what the ledger records."""
+
+    node: str
+    start: int  # UTC seconds, window slot start
+    end: int    # UTC seconds, window slot end (exclusive)
+    run: str    # 12 hex digits: the source fingerprint (file sources) or run id (live sources)
+    seq: int    # window sequence number within the run
+
+    @property
+    def filename(self) -> str:
+        return f"{self.node}_{stamp(self.start)}_{stamp(self.end)}_{self.run}-{self.seq:08d}{WINDOW_SUFFIX}"
+
+    @property
+    def identity(self) -> str:
+        return f"{self.node}/{self.run}/{self.seq}"
+
+    @classmethod
+    def parse(cls, filename: str) -> "WindowName | None":
+        """Parse a final window file name; None for anything else (temp names, junk)."""
+        m = WINDOW_NAME.match(filename)
+        if not m or ".." in m["node"]:
+            return None
+        return cls(m["node"], parse_stamp(m["start"]), parse_stamp(m["end"]), m["run"], int(m["seq"]))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one shared directory."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    def nodes(self) -> Path:
+        return self.root / NODES_DIR
+
+    def landing(self, node: str) -> Path:
+        return self.root / NODES_DIR / check_node(node)
+
+    def status(self, node: str) -> Path:
+        return self.root / STATUS_DIR / f"{check_node(node)}.json"
+
+    def status_dir(self) -> Path:
+        return self.root / STATUS_DIR
+
+    def aggregator(self) -> Path:
+        return self.root / AGGREGATOR_DIR
+
+    def reports(self) -> Path:
+        return self.root / REPORTS_DIR
+
+    def quarantine(self, node: str | None = None) -> Path:
+        q = self.root / QUARANTINE_DIR
+        return q / node if node else q
+
+    def archive(self, node: str) -> Path:
+        return self.root / ARCHIVE_DIR / check_node(node)
+
+    def ensure(self, *dirs: Path) -> None:
+        for d in dirs or tuple(self.root / t for t in TREE):
+            d.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,202 @@
+"""The netsense file format: owner of every byte both daemons exchange.
+
+One container serves window files (collector -> aggregator) and the
+aggregator's checkpoints.  It is self-describing and checkable *before*
+anything large is allocated or deserialized:
+
+    offset  size  field
+    0       8     magic  b"\\x89NSWIN\\r\\n"  (catches text-mode mangling, like PNG)
+    8       2     format version, little-endian u16 (FORMAT_VERSION)
+    10      2     flags (0)
+    12      4     header length H, u32 (<= MAX_HEADER)
+    16      8     payload length P, u64
+    24      4     CRC-32 of the header bytes
+    28      4     reserved (0)
+    32      H     header: UTF-8 JSON object (see shared_fs_layout.md)
+    32+H    P     payload: GraphBLAS serializations (SuiteSparse, zstd), back to back
+
+The header lists the payload's blobs (name, offset, length, nvals, dtype,
+shape) and the payload's SHA-256; the file size must be exactly 32+H+P.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import graphblas as gb
+import numpy as np
+
+from .errors import BadWindowFile
+
+MAGIC = b"\x89NSWIN\r\n"
+FORMAT_VERSION = 1
+PREFIX = struct.Struct("<8sHHIQII")
+PREFIX_SIZE = PREFIX.size  # 32
+MAX_HEADER = 1 << 20
+DEFAULT_MAX_PAYLOAD = 1 << 31
+N = 1 << 32  # matrix dimension: the IPv4 address space
+DTYPE = "UINT64"
+CODEC = "graphblas-suitesparse-zstd"
+ZSTD_LEVEL = 1  # level 1: ~4x smaller than raw at a few ms per 2^17-packet window
+
+
+def encode(header: dict, blobs: dict[str, gb.Matrix]) -> bytes:
+    """Serialize matrices and a JSON header into one container."""
+    parts, entries, offset = [], [], 0
+    for name, m in blobs.items():
+        raw = m.ss.serialize("zstd", level=ZSTD_LEVEL)
+        b = raw.tobytes() if isinstance(raw, np.ndarray) else bytes(raw)
+        entries.append({"name": name, "offset": offset, "bytes": len(b), "nvals": int(m.nvals),
+                        "nrows": int(m.nrows), "ncols": int(m.ncols), "dtype": str(m.dtype)})
+        parts.append(b)
+        offset += len(b)
+    payload = b"".join(parts)
+    h = dict(header)
+    h["payload"] = {"codec": CODEC, "bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest(),
+                    "blobs": entries}
+    hb = json.dumps(h, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(hb), len(payload), zlib.crc32(hb), 0)
+    return prefix + hb + payload
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A validated container: header dict and the payload bytes (checksum verified)."""
+
+    header: dict
+    payload: bytes
+
+    def matrix(self, name: str) -> gb.Matrix:
+        """Deserialize one blob and check it is what the header says it is."""
+        for e in self.header["payload"]["blobs"]:
+            if e["name"] == name:
+                break
+        else:
+            raise BadWindowFile("missing_blob", name)
+        blob = self.payload[e["offset"]: e["offset"] + e["bytes"]]
+        try:
+            m = gb.Matrix.ss.deserialize(np.frombuffer(blob, np.uint8))
+        except Exception as ex:  # SuiteSparse raises several types for corrupt input
+            raise BadWindowFile("bad_payload", f"cannot deserialize {name}: {ex}") from None
+        if not isinstance(m, gb.Matrix) or m.nrows != N or m.ncols != N:
+            raise BadWindowFile("wrong_shape", f"{name} is {getattr(m, 'shape', type(m))}, expected 2^32 x 2^32")
+        if str(m.dtype) != DTYPE or m.nvals != e["nvals"]:
+            raise BadWindowFile("wrong_content", f"{name}: dtype {m.dtype} nvals {m.nvals}, header says {e}")
+        return m
+
+
+def parse_prefix(prefix: bytes, file_size: int, max_payload: int = DEFAULT_MAX_PAYLOAD) -> tuple[int, int]:
+    """Check magic, version and declared sizes against the real file size; return (H, P)."""
+    if len(prefix) < PREFIX_SIZE:
+        raise BadWindowFile("truncated", f"{file_size} bytes, shorter than the {PREFIX_SIZE}-byte prefix")
+    magic, version, _flags, hlen, plen, _crc, _ = PREFIX.unpack(prefix[:PREFIX_SIZE])
+    if magic != MAGIC:
+        raise BadWindowFile("bad_magic", "not a netsense file")
+    if version != FORMAT_VERSION:
+        raise BadWindowFile("unknown_version", f"format version {version}, this build reads {FORMAT_VERSION}")
+    if hlen > MAX_HEADER or plen > max_payload:
+        raise BadWindowFile("too_large", f"declared header {hlen} / payload {plen} bytes exceed the limits")
+    if PREFIX_SIZE + hlen + plen != file_size:
+        raise BadWindowFile("size_mismatch", f"declared {PREFIX_SIZE + hlen + plen} bytes, file has {file_size}")
+    return hlen, plen
+
+
+def decode(data: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Parsed:
+    """Validate a whole container held in memory (sizes, CRC, JSON, SHA-256)."""
+    hlen, plen = parse_prefix(data[:PREFIX_SIZE], len(data), max_payload)
+    crc = PREFIX.unpack(data[:PREFIX_SIZE])[5]
+    hb = data[PREFIX_SIZE:PREFIX_SIZE + hlen]
+    if zlib.crc32(hb) != crc:
+        raise BadWindowFile("bad_header_crc", "header checksum mismatch")
+    try:
+        header = json.loads(hb)
+        p = header["payload"]
+        blobs = p["blobs"]
+        ok = isinstance(header, dict) and p["bytes"] == plen and all(
+            0 <= b["offset"] and b["offset"] + b["bytes"] <= plen for b in blobs)
+    except (ValueError, KeyError, TypeError) as ex:
+        raise BadWindowFile("bad_header", f"unreadable header: {ex}") from None
+    if not ok:
+        raise BadWindowFile("bad_header", "payload table does not fit the payload")
+    payload = data[PREFIX_SIZE + hlen:]
+    if hashlib.sha256(payload).hexdigest() != p["sha256"]:
+        raise BadWindowFile("bad_checksum", "payload SHA-256 mismatch")
+    return Parsed(header, payload)
+
+
+def read(path: Path | str, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Parsed:
+    """Read and validate a container file; sizes are checked before the body is read."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        prefix = f.read(PREFIX_SIZE)
+        parse_prefix(prefix, size, max_payload)
+        data = prefix + f.read()
+    return decode(data, max_payload)
+
+
+def read_header(path: Path | str) -> dict:
+    """Only the header (for status tools); checks the prefix and CRC, not the payload."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        prefix = f.read(PREFIX_SIZE)
+        hlen, _ = parse_prefix(prefix, size)
+        hb = f.read(hlen)
+    if zlib.crc32(hb) != PREFIX.unpack(prefix)[5]:
+        raise BadWindowFile("bad_header_crc", "header checksum mismatch")
+    return json.loads(hb)
+
+
+# --- window files ------------------------------------------------------------
+WINDOW_KIND = "window"
+
+
+def window_header(name, *, source: str, records: int, packets: int, skipped: dict,
+                  first_ts_ns: int | None, last_ts_ns: int | None, anonymization: str | None,
+                  created: float, host: str) -> dict:
+    """The JSON header of a window file (documented field by field in shared_fs_layout.md)."""
+    return {
+        "kind": WINDOW_KIND,
+        "identity": name.identity,
+        "node": name.node,
+        "run": name.run,
+        "seq": name.seq,
+        "start": name.start,
+        "end": name.end,
+        "first_ts_ns": first_ts_ns,
+        "last_ts_ns": last_ts_ns,
+        "source": source,
+        "records": int(records),
+        "packets": int(packets),
+        "skipped": {k: int(v) for k, v in sorted(skipped.items())},
+        "anonymization": anonymization,
+        "created": created,
+        "host": host,
+    }
+
+
+WINDOW_FIELDS = ("kind", "identity", "node", "run", "seq", "start", "end", "first_ts_ns", "last_ts_ns",
+                 "source", "records", "packets", "skipped", "anonymization", "created", "host", "payload")
+
+
+def check_window(parsed: Parsed, name) -> gb.Matrix:
+    """Validate a decoded window file against its name; return its matrix A[src, dst]."""
+    h = parsed.header
+    if h.get("kind") != WINDOW_KIND:
+        raise BadWindowFile("wrong_kind", f"kind {h.get('kind')!r}, expected {WINDOW_KIND!r}")
+    missing = [f for f in WINDOW_FIELDS if f not in h]
+    if missing:
+        raise BadWindowFile("bad_header", f"missing fields {missing}")
+    if (h["identity"], h["start"], h["end"]) != (name.identity, name.start, name.end):
+        raise BadWindowFile("name_mismatch", f"header says {h['identity']} {h['start']}-{h['end']}, name says "
+                                             f"{name.identity} {name.start}-{name.end}")
+    a = parsed.matrix("A")
+    total = a.reduce_scalar("plus").new().value if a.nvals else 0
+    if int(total or 0) != h["packets"]:
+        raise BadWindowFile("wrong_content", f"matrix sums to {total}, header says {h['packets']} packets")
+    return a
