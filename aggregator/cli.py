@@ -1,0 +1,86 @@
+"""``netsense-aggregator``: a thin click layer over ``aggregator.daemon`` and the report files."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from collector.cli import setup_logging, stop_on_signals
+from collector.errors import NetsenseError
+
+from .daemon import AggregatorConfig, run_aggregator
+from .reports import format_table
+from .status import format_status, gather_status, load_report
+
+SHARED = click.option("--shared", required=True, type=click.Path(file_okay=False, path_type=Path),
+                      help="The shared directory the collectors land in.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="netsense")
+def main():
+    """netsense aggregator: sum the traffic-matrix windows landed in a shared directory,
+    exactly once, and write Graph Challenge analytics reports (JSON + Parquet) to SHARED/reports/."""
+
+
+@main.command()
+@SHARED
+@click.option("--once", is_flag=True, help="Drain every landed window, write reports, exit 0.")
+@click.option("--observer", type=click.Choice(["auto", "inotify", "polling"]), default="auto", show_default=True,
+              help="How to notice new files; 'auto' polls on network file systems (NFS, Lustre, CephFS, sshfs), "
+                   "where inotify sees nothing written by other hosts.")
+@click.option("--period-seconds", default=60, show_default=True, type=click.IntRange(min=1),
+              help="Report period, aligned to UTC; a window belongs to the period containing its start.")
+@click.option("--grace", "grace_periods", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Periods to wait for silent nodes before a period is final anyway.")
+@click.option("--rescan-seconds", default=2.0, show_default=True, type=click.FloatRange(min=0.05),
+              help="Full rescan interval: the source of truth if an event is missed.")
+@click.option("--batch-files", default=256, show_default=True, type=click.IntRange(min=1),
+              help="Most window files summed per transaction.")
+@click.option("--top", "top_n", default=10, show_default=True, type=click.IntRange(min=0),
+              help="Top-N talkers listed in reports.")
+@click.option("--max-file-bytes", default=1 << 30, show_default=True, type=click.IntRange(min=1024),
+              help="Window files larger than this are quarantined unread.")
+@click.option("-v", "--verbose", count=True)
+@click.option("-q", "--quiet", is_flag=True)
+def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, batch_files, top_n,
+        max_file_bytes, verbose, quiet):
+    """Aggregate landed windows into SHARED/reports/ (daemon, or --once).
+
+    Only one aggregator may run per shared directory; a second one refuses to
+    start. SIGTERM/SIGINT finish the current transaction and exit 0.
+    """
+    setup_logging(verbose, quiet)
+    stop = stop_on_signals()
+    cfg = AggregatorConfig(shared, once, observer, period_seconds, grace_periods, rescan_seconds, batch_files,
+                           top_n, max_file_bytes)
+    try:
+        run_aggregator(cfg, stop)
+    except NetsenseError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@main.command()
+@SHARED
+@click.option("--period", default="cumulative", show_default=True,
+              help="'cumulative', 'latest', or a period ID (UTC start, e.g. 20260101T000000Z).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def report(shared, period, fmt):
+    """Print a report written by the aggregator."""
+    try:
+        doc = load_report(shared, period)
+    except NetsenseError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(doc, indent=1) if fmt == "json" else format_table(doc), nl=fmt == "json")
+
+
+@main.command()
+@SHARED
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def status(shared, fmt):
+    """Show node health (heartbeats, windows landed vs consumed) and aggregator counters."""
+    doc = gather_status(shared)
+    click.echo(json.dumps(doc, indent=1) if fmt == "json" else format_status(doc), nl=fmt == "json")
+    sys.exit(0)

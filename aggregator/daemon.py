@@ -1,0 +1,308 @@
+"""The aggregator daemon: scan, validate, sum, commit, report — exactly once.
+
+Library API: ``run_aggregator(AggregatorConfig, stop_event) -> dict`` (final counters).
+One iteration (``Aggregator.step``) consumes a batch of landed files as one
+transaction: checkpoint, ledger line (the commit point), reports, then the
+consumed files move to ``archive/``.  A crash anywhere leaves either the old
+generation or the new one, and the files of an uncommitted batch are still
+in the landing folders to be summed again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from collector import landing, winfile
+from collector.errors import BadWindowFile, LandingError, NetsenseError
+from collector.layout import Layout, iso
+
+from . import reports
+from .analytics import analyze, top_talkers
+from .lease import Lease
+from .ledger import Ledger, prune_checkpoints, read_checkpoint, write_checkpoint, write_period_file
+from .state import Period, State
+from .watch import Wakeup, choose_observer, scan
+
+log = logging.getLogger("netsense.aggregator")
+DONE_STATES = ("finished", "stopped", "failed")
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    shared: Path
+    once: bool = False
+    observer: str = "auto"          # auto | inotify | polling
+    period_seconds: int = 60
+    grace_periods: int = 3
+    rescan_seconds: float = 2.0
+    batch_files: int = 256
+    top_n: int = 10
+    max_file_bytes: int = 1 << 30
+    lease_ttl: float = 30.0
+
+
+class Aggregator:
+    def __init__(self, cfg: AggregatorConfig):
+        self.cfg = cfg
+        self.layout = Layout(cfg.shared)
+        self.agg_dir = self.layout.aggregator()
+        self.ckpt_dir = self.agg_dir / "state"
+        self.period_dir = self.agg_dir / "periods"
+        self.reports_dir = self.layout.reports()
+        self.lease = Lease(self.agg_dir, cfg.lease_ttl)
+        self.run_counters = {"duplicates": 0, "conflicts": 0, "quarantined": 0}
+        self._status_cache: dict = {}
+        self._problems_seen: set = set()
+
+    # -- start-up -------------------------------------------------------------
+    def recover(self) -> None:
+        """Load the last committed generation and republish what it touched."""
+        self.layout.ensure()
+        self.layout.ensure(self.ckpt_dir, self.period_dir, self.reports_dir / "periods")
+        for d in (self.agg_dir, self.ckpt_dir, self.period_dir):
+            landing.remove_stale_temps(d)
+        self.ledger = Ledger.load(self.agg_dir)
+        if self.ledger.checkpoint:
+            header, mats = read_checkpoint(self.ckpt_dir, self.ledger.checkpoint)
+            self.state = State.from_checkpoint(self.ledger.generation, header, mats)
+            if self.state.period_seconds != self.cfg.period_seconds:
+                raise NetsenseError(f"this shared directory aggregates {self.state.period_seconds}s periods; "
+                                    f"restart with --period-seconds {self.state.period_seconds}")
+            prune_checkpoints(self.ckpt_dir, self.ledger.checkpoint)
+            log.info("recovered generation %d: %d windows consumed so far", self.ledger.generation,
+                     len(self.ledger.consumed))
+            self.publish([self.state.periods[s] for s in self.state.touched if s in self.state.periods])
+        else:
+            self.state = State(self.cfg.period_seconds)
+            prune_checkpoints(self.ckpt_dir, "")
+
+    # -- helpers ----------------------------------------------------------------
+    def quarantine(self, path: Path, node_dir: str, reason: str, detail: str = "") -> None:
+        qdir = self.layout.quarantine(node_dir)
+        qdir.mkdir(parents=True, exist_ok=True)
+        target = qdir / path.name
+        n = 1
+        while target.exists() or target.with_name(target.name + ".reason.json").exists():
+            target = qdir / f"{path.name}.{n}"
+            n += 1
+        try:
+            os.rename(path, target)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            log.error("cannot quarantine %s: %s", path, e)
+            return
+        info = {"file": path.name, "node_folder": node_dir, "reason": reason, "detail": detail,
+                "quarantined_at": iso(time.time())}
+        landing.write_text(target.with_name(target.name + ".reason.json"), json.dumps(info, indent=1) + "\n")
+        self.run_counters["quarantined"] += 1
+        self.run_counters[f"quarantined:{reason}"] = self.run_counters.get(f"quarantined:{reason}", 0) + 1
+        log.warning("quarantined %s: %s %s", path.name, reason, detail)
+
+    def archive(self, path: Path, node: str) -> None:
+        adir = self.layout.archive(node)
+        adir.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(path, adir / path.name)
+        except OSError as e:
+            log.warning("cannot archive %s (%s); it will be recognised as consumed on the next scan", path, e)
+
+    def load_final(self, p: Period):
+        header, mats = read_checkpoint(self.period_dir, p.file)
+        return mats["period"]
+
+    def node_status(self) -> tuple[set, set]:
+        """(known nodes, done nodes) from status/*.json, cached by mtime."""
+        known, done = set(self.state.nodes), set()
+        sdir = self.layout.status_dir()
+        try:
+            entries = list(os.scandir(sdir))
+        except FileNotFoundError:
+            entries = []
+        for e in entries:
+            if not e.name.endswith(".json") or e.name.startswith("."):
+                continue
+            try:
+                st = e.stat(follow_symlinks=False)
+                key = (st.st_mtime_ns, st.st_size)
+                cached = self._status_cache.get(e.name)
+                if cached is None or cached[0] != key:
+                    cached = (key, json.loads(Path(e.path).read_text()))
+                    self._status_cache[e.name] = cached
+                doc = cached[1]
+            except (OSError, ValueError):
+                continue
+            node = doc.get("node")
+            if not isinstance(node, str):
+                continue
+            known.add(node)
+            last = doc.get("last_window") or {}
+            if doc.get("state") in DONE_STATES and (not last or last.get("identity") in self.ledger.consumed):
+                done.add(node)
+        return known, done
+
+    # -- one transaction ---------------------------------------------------------
+    def step(self) -> int:
+        """Consume up to ``batch_files`` landed files and commit; return files consumed."""
+        cands, problems = scan(self.layout.nodes())
+        for msg in problems:
+            if msg not in self._problems_seen:
+                self._problems_seen.add(msg)
+                log.warning("%s", msg)
+        consumed: list[tuple[str, str]] = []
+        batch_ids: dict = {}
+        to_archive: list = []
+        for c in cands:
+            if len(consumed) >= self.cfg.batch_files:
+                break
+            if c.name is None:
+                self.quarantine(c.path, c.node_dir, "bad_name", "not a window file name")
+                continue
+            if c.name.node != c.node_dir:
+                self.quarantine(c.path, c.node_dir, "wrong_folder", f"node {c.name.node} in nodes/{c.node_dir}")
+                continue
+            try:
+                if not c.path.is_file() or c.path.is_symlink():
+                    raise BadWindowFile("not_regular_file", "symlinks and special files are never read")
+                size = c.path.stat().st_size
+                if size > self.cfg.max_file_bytes:
+                    raise BadWindowFile("too_large", f"{size} bytes > --max-file-bytes {self.cfg.max_file_bytes}")
+                parsed = winfile.read(c.path, self.cfg.max_file_bytes)
+                sha = parsed.header["payload"]["sha256"][:16]
+                ident = c.name.identity
+                seen = self.ledger.consumed.get(ident) or batch_ids.get(ident)
+                if seen is not None:
+                    if seen == sha:
+                        self.run_counters["duplicates"] += 1
+                        log.info("dropping %s: window %s was already consumed", c.path.name, ident)
+                        c.path.unlink()
+                    else:
+                        self.run_counters["conflicts"] += 1
+                        self.quarantine(c.path, c.node_dir, "conflict",
+                                        f"window {ident} was consumed with different content")
+                    continue
+                a = winfile.check_window(parsed, c.name)
+                anon = parsed.header["anonymization"]
+                if self.state.nodes and anon != self.state.anonymization:
+                    raise BadWindowFile("anonymization_mismatch",
+                                        f"window key {anon}, this directory's reports use {self.state.anonymization}")
+                self.state.anonymization = anon
+            except FileNotFoundError:
+                continue  # moved away between scan and read (another tool); the rescan decides
+            except BadWindowFile as e:
+                self.quarantine(c.path, c.node_dir, e.reason, e.detail)
+                continue
+            except OSError as e:
+                log.warning("cannot read %s now (%s); will retry", c.path, e)
+                continue
+            self.state.apply(parsed.header, a, c.path.name, self.load_final)
+            batch_ids[ident] = sha
+            consumed.append((ident, sha))
+            to_archive.append((c.path, c.name.node))
+        known, done = self.node_status()
+        grace = self.cfg.grace_periods * self.cfg.period_seconds
+        finalized = self.state.finalize(done, known, grace)
+        if consumed or finalized:
+            self.commit(consumed, finalized)
+            for path, node in to_archive:
+                self.archive(path, node)
+        return len(consumed)
+
+    def commit(self, consumed: list, finalized: list[Period]) -> None:
+        gen = self.ledger.generation + 1
+        st = self.state
+        st.generation = gen
+        old_files = []
+        for p in finalized:
+            p.version += 1
+            if p.file:
+                old_files.append(p.file)
+            p.file = write_period_file(self.period_dir, p.id, gen, p.matrix)
+        touched = [p for p in st.periods.values() if p.dirty]
+        st.touched = [p.start for p in touched]
+        header, mats = st.to_checkpoint()
+        name = write_checkpoint(self.ckpt_dir, gen, header, mats)
+        self.ledger.commit(gen, name, consumed)  # <- the commit point
+        log.info("generation %d committed: %d window(s), %d period(s) final", gen, len(consumed), len(finalized))
+        self.publish(touched)
+        prune_checkpoints(self.ckpt_dir, name)
+        for f in old_files:
+            try:
+                (self.period_dir / f).unlink()
+            except OSError:
+                pass
+
+    # -- reports -----------------------------------------------------------------
+    def publish(self, touched: list[Period]) -> None:
+        st = self.state
+        now = time.time()
+        newest = max(st.periods, default=None)
+        for p in sorted(touched, key=lambda p: p.start):
+            m = p.matrix if p.matrix is not None else self.load_final(p)
+            doc = reports.report_doc(kind="period", analytics=analyze(m), top=top_talkers(m, self.cfg.top_n),
+                                     nodes=p.nodes, generation=st.generation, anonymization=st.anonymization,
+                                     windows=p.windows, period=(p.start, p.end), final=p.final,
+                                     version=p.version, restatement=p.version > 1, generated=now)
+            reports.write_period(self.reports_dir, doc, latest=p.start == newest)
+            p.dirty = False
+            if p.final:
+                p.matrix = None  # its sum lives in aggregator/periods/; memory stays flat
+        doc = reports.report_doc(kind="cumulative", analytics=analyze(st.cumulative),
+                                 top=top_talkers(st.cumulative, self.cfg.top_n), nodes=st.nodes,
+                                 generation=st.generation, anonymization=st.anonymization,
+                                 windows=st.coverage, generated=now)
+        doc["periods"] = {"count": len(st.periods), "final": sum(p.final for p in st.periods.values())}
+        reports.write_cumulative(self.reports_dir, doc)
+
+    def write_status(self) -> None:
+        doc = {"schema": "netsense.aggregator-status/1", "host": self.lease.host, "pid": os.getpid(),
+               "heartbeat_at": iso(time.time()), "heartbeat": time.time(), "generation": self.ledger.generation,
+               "windows_consumed": len(self.ledger.consumed), "watermarks": self.state.watermarks,
+               "counters": {**self.state.counters, **self.run_counters}}
+        try:
+            landing.write_text(self.agg_dir / "status.json", json.dumps(doc, indent=1) + "\n")
+        except LandingError as e:
+            log.warning("cannot write aggregator status: %s", e)
+
+    # -- main loop -------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> dict:
+        self.layout.ensure(self.agg_dir)
+        self.lease.acquire()
+        wake = threading.Event()
+        watcher = None
+        try:
+            self.recover()
+            if not self.cfg.once:
+                kind = choose_observer(self.cfg.observer, self.layout.nodes())
+                watcher = Wakeup(self.layout.nodes(), kind, wake)
+                watcher.start()
+                log.info("watching %s with the %s observer, rescanning every %.1fs", self.layout.nodes(), kind,
+                         self.cfg.rescan_seconds)
+            while not stop.is_set():
+                wake.clear()
+                n = self.step()
+                self.lease.renew()
+                self.write_status()
+                if n:
+                    continue  # more may be waiting: drain before sleeping
+                if self.cfg.once:
+                    break
+                wake.wait(self.cfg.rescan_seconds)
+                if wake.is_set():
+                    stop.wait(0.05)  # let a burst of landings coalesce into one transaction
+        finally:
+            if watcher:
+                watcher.stop()
+            self.lease.release()
+        c = {**self.state.counters, **self.run_counters, "generation": self.ledger.generation}
+        log.info("aggregator stopping: %s", c)
+        return c
+
+
+def run_aggregator(cfg: AggregatorConfig, stop: threading.Event | None = None) -> dict:
+    return Aggregator(cfg).run(stop or threading.Event())

@@ -1,0 +1,160 @@
+"""Reports: JSON documents for people and tools, a Parquet history for analysis.
+
+Every file is written with the collector's atomic helper, so a reader sees
+the previous complete report or the new one, never half of either.  Report
+documents are pure functions of the committed state, so rewriting them after
+a crash gives the same bytes' worth of facts.
+
+    reports/cumulative.json            everything consumed so far
+    reports/latest.json                the newest period's report
+    reports/periods/<ID>.json          a period's current report (ID = UTC start stamp)
+    reports/periods/<ID>.v<N>.json     earlier final versions, kept when a period is restated
+    reports/history/<ID>.v<N>.parquet  one row per final period version (a pyarrow dataset)
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from collector import landing
+from collector.layout import iso, stamp
+
+from .analytics import ANALYTICS_KEYS, Analytics, Top
+
+SCHEMA = "netsense.report/1"
+
+
+def report_doc(*, kind: str, analytics: Analytics, top: Top, nodes: dict, generation: int,
+               anonymization: str | None, windows, period=None, final: bool = False, version: int = 0,
+               restatement: bool = False, generated: float | None = None) -> dict:
+    doc = {
+        "schema": SCHEMA,
+        "kind": kind,
+        "generated_at": iso(generated if generated is not None else time.time()),
+        "generation": generation,
+        "anonymization": anonymization,
+        "analytics": analytics.as_dict(),
+        "nodes": nodes,
+        "windows": windows,
+        "top": top.as_dict(),
+    }
+    if period is not None:
+        doc["period"] = {"id": stamp(period[0]), "start": iso(period[0]), "end": iso(period[1]),
+                         "seconds": period[1] - period[0]}
+        doc["final"] = final
+        doc["version"] = version
+        doc["restatement"] = restatement
+    else:
+        doc["final"] = False  # the cumulative report grows as long as collectors land windows
+    return doc
+
+
+def _dump(doc: dict) -> str:
+    return json.dumps(doc, indent=1, sort_keys=False) + "\n"
+
+
+def write_cumulative(reports: Path, doc: dict) -> None:
+    landing.write_text(reports / "cumulative.json", _dump(doc))
+
+
+def write_period(reports: Path, doc: dict, *, latest: bool) -> None:
+    """Write a period report; keep the previous final version when this one restates it."""
+    pdir = reports / "periods"
+    pdir.mkdir(parents=True, exist_ok=True)
+    pid = doc["period"]["id"]
+    current = pdir / f"{pid}.json"
+    if doc["restatement"]:
+        try:
+            prev = json.loads(current.read_text())
+            if prev.get("final") and prev.get("version", 0) < doc["version"]:
+                keep = pdir / f"{pid}.v{prev['version']}.json"
+                if not keep.exists():
+                    landing.write_text(keep, _dump(prev))
+        except (OSError, ValueError):
+            pass
+    landing.write_text(current, _dump(doc))
+    if doc["final"]:
+        write_history_row(reports, doc)
+    if latest:
+        landing.write_text(reports / "latest.json", _dump(doc))
+
+
+HISTORY_SCHEMA = pa.schema(
+    [("period_id", pa.string()), ("period_start", pa.timestamp("s", tz="UTC")),
+     ("period_end", pa.timestamp("s", tz="UTC")), ("version", pa.int32()), ("restatement", pa.bool_()),
+     ("generation", pa.int64()), ("nodes", pa.int32()), ("windows", pa.int64()),
+     ("anonymization", pa.string())] + [(k, pa.int64()) for k in ANALYTICS_KEYS]
+)
+
+
+def write_history_row(reports: Path, doc: dict) -> Path:
+    """One Parquet file per final period version; the folder is the dataset."""
+    hdir = reports / "history"
+    hdir.mkdir(parents=True, exist_ok=True)
+    p = doc["period"]
+    from datetime import datetime
+
+    row = {"period_id": p["id"],
+           "period_start": datetime.fromisoformat(p["start"].replace("Z", "+00:00")),
+           "period_end": datetime.fromisoformat(p["end"].replace("Z", "+00:00")),
+           "version": doc["version"], "restatement": doc["restatement"], "generation": doc["generation"],
+           "nodes": len(doc["nodes"]), "windows": len(doc["windows"]), "anonymization": doc["anonymization"],
+           **doc["analytics"]}
+    table = pa.Table.from_pylist([row], schema=HISTORY_SCHEMA)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    path = hdir / f"{p['id']}.v{doc['version']}.parquet"
+    landing.atomic_write(path, buf.getvalue(), replace=True)
+    return path
+
+
+def read_history(reports: Path) -> pa.Table:
+    import pyarrow.dataset as ds
+
+    hdir = reports / "history"
+    if not hdir.exists() or not any(hdir.glob("*.parquet")):
+        return HISTORY_SCHEMA.empty_table()
+    return ds.dataset(hdir, format="parquet", schema=HISTORY_SCHEMA).to_table()
+
+
+def format_table(doc: dict) -> str:
+    """Human-readable rendering of a report, as nfdump's summary lines are."""
+    lines = []
+    if "period" in doc:
+        p = doc["period"]
+        state = "final" if doc["final"] else "provisional"
+        if doc.get("restatement"):
+            state += f", restated (version {doc['version']})"
+        lines.append(f"Period {p['start']} .. {p['end']} ({state})")
+    else:
+        lines.append("Cumulative report")
+    lines.append(f"generated {doc['generated_at']}, generation {doc['generation']}, "
+                 f"anonymization: {doc['anonymization'] or 'none'}")
+    lines.append("")
+    width = max(len(k) for k in ANALYTICS_KEYS)
+    for k in ANALYTICS_KEYS:
+        lines.append(f"  {k.replace('_', ' '):<{width}}  {doc['analytics'][k]:>14,}")
+    lines.append("")
+    lines.append(f"  {'node':<20} {'windows':>8} {'packets':>14} {'skipped':>10}")
+    for node, s in sorted(doc["nodes"].items()):
+        lines.append(f"  {node:<20} {s['windows']:>8,} {s['packets']:>14,} {sum(s['skipped'].values()):>10,}")
+    top = doc["top"]
+    for title, key, val in (("Top sources", "sources", "packets"), ("Top destinations", "destinations", "packets"),
+                            ("Top source fan-out", "source_fanout", "fanout"),
+                            ("Top destination fan-in", "destination_fanin", "fanin")):
+        if top[key]:
+            lines.append("")
+            lines.append(f"  {title}:")
+            for e in top[key]:
+                lines.append(f"    {e['address']:<18} {e[val]:>14,}")
+    if top["links"]:
+        lines.append("")
+        lines.append("  Top links:")
+        for e in top["links"]:
+            lines.append(f"    {e['src']:>15} -> {e['dst']:<15} {e['packets']:>14,}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,157 @@
+"""The aggregation state: cumulative and per-period sums plus who contributed what.
+
+Pure bookkeeping — no file system here except through the callables passed
+in — so the exactly-once logic can be tested on its own.  Everything in it is
+saved in one checkpoint per committed generation (see ``ledger``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import graphblas as gb
+from graphblas import binary
+
+from collector.layout import stamp
+from collector.winfile import N
+
+
+def empty() -> gb.Matrix:
+    return gb.Matrix("UINT64", nrows=N, ncols=N)
+
+
+def add_into(acc: gb.Matrix, a: gb.Matrix) -> None:
+    acc(binary.plus) << a
+
+
+def add_node(stats: dict, node: str, h: dict) -> None:
+    s = stats.setdefault(node, {"packets": 0, "records": 0, "windows": 0, "skipped": {}})
+    s["packets"] += h["packets"]
+    s["records"] += h["records"]
+    s["windows"] += 1
+    for k, v in h["skipped"].items():
+        s["skipped"][k] = s["skipped"].get(k, 0) + v
+
+
+def add_range(ranges: dict, node: str, run: str, seq: int) -> None:
+    """Record window ``seq`` of ``node/run`` as covered, merging into [first, last] runs."""
+    lst = ranges.setdefault(node, {}).setdefault(run, [])
+    for r in lst:
+        if r[0] - 1 <= seq <= r[1] + 1:
+            r[0], r[1] = min(r[0], seq), max(r[1], seq)
+            break
+    else:
+        lst.append([seq, seq])
+    lst.sort()
+    merged = [lst[0]]
+    for r in lst[1:]:
+        if r[0] <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], r[1])
+        else:
+            merged.append(r)
+    lst[:] = merged
+
+
+@dataclass
+class Period:
+    """One aligned period.  ``matrix`` is None for a final period whose sum lives in a file."""
+
+    start: int
+    end: int
+    matrix: gb.Matrix | None = None
+    windows: list = field(default_factory=list)   # window file names, in consumption order
+    nodes: dict = field(default_factory=dict)     # node -> packets/records/windows/skipped
+    final: bool = False
+    version: int = 0       # final versions published; 0 while provisional
+    file: str | None = None  # aggregator/periods/... holding the matrix once final
+    dirty: bool = False    # changed since its last published report
+
+    @property
+    def id(self) -> str:
+        return stamp(self.start)
+
+    def meta(self) -> dict:
+        return {"start": self.start, "end": self.end, "windows": self.windows, "nodes": self.nodes,
+                "final": self.final, "version": self.version, "file": self.file}
+
+
+@dataclass
+class State:
+    period_seconds: int
+    generation: int = 0
+    cumulative: gb.Matrix = field(default_factory=empty)
+    nodes: dict = field(default_factory=dict)       # cumulative per-node stats
+    coverage: dict = field(default_factory=dict)    # node -> run -> [[first_seq, last_seq], ...]
+    watermarks: dict = field(default_factory=dict)  # node -> greatest window end consumed
+    periods: dict = field(default_factory=dict)     # start -> Period
+    anonymization: str | None = None
+    touched: list = field(default_factory=list)     # period starts changed in the last generation
+    counters: dict = field(default_factory=dict)    # consumed, duplicates, quarantined:<reason>, ...
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
+
+    def period_of(self, start: int) -> int:
+        return start - start % self.period_seconds
+
+    def apply(self, header: dict, a: gb.Matrix, filename: str, load_final) -> None:
+        """Sum one validated window.  ``load_final(period)`` returns a final period's saved matrix."""
+        ps = self.period_of(header["start"])
+        p = self.periods.get(ps)
+        if p is None:
+            p = self.periods[ps] = Period(ps, ps + self.period_seconds, empty())
+        if p.matrix is None:  # late window for a period already published as final: restate it
+            p.matrix = load_final(p)
+        add_into(p.matrix, a)
+        add_into(self.cumulative, a)
+        p.windows.append(filename)
+        add_node(p.nodes, header["node"], header)
+        add_node(self.nodes, header["node"], header)
+        add_range(self.coverage, header["node"], header["run"], header["seq"])
+        self.watermarks[header["node"]] = max(self.watermarks.get(header["node"], 0), header["end"])
+        p.dirty = True
+        self.count("windows_consumed")
+        self.count("packets_consumed", header["packets"])
+
+    def finalize(self, done_nodes: set, known_nodes: set, grace_seconds: int) -> list[Period]:
+        """Mark periods final by watermark; return those that became final (or were restated).
+
+        A period is final when every known node is done or has consumed a
+        window ending past the period's end, or when the newest data seen is
+        ``grace_seconds`` past it (a silent node cannot hold reports forever).
+        """
+        newest = max(self.watermarks.values(), default=0)
+        pending = [n for n in known_nodes if n not in done_nodes]
+        out = []
+        for p in sorted(self.periods.values(), key=lambda p: p.start):
+            if p.final:
+                if p.matrix is not None and p.dirty:
+                    out.append(p)  # restatement
+                continue
+            if all(self.watermarks.get(n, 0) >= p.end for n in pending) or newest >= p.end + grace_seconds:
+                p.final = True
+                p.dirty = True
+                out.append(p)
+        return out
+
+    # -- persistence (the checkpoint's header and matrices) -------------------
+    def to_checkpoint(self) -> tuple[dict, dict]:
+        header = {"period_seconds": self.period_seconds, "nodes": self.nodes, "coverage": self.coverage,
+                  "watermarks": self.watermarks, "anonymization": self.anonymization, "touched": self.touched,
+                  "counters": self.counters,
+                  "periods": {str(s): p.meta() for s, p in self.periods.items()}}
+        mats = {"cumulative": self.cumulative}
+        for s, p in self.periods.items():
+            if p.matrix is not None and not p.final:
+                mats[f"period:{s}"] = p.matrix
+        return header, mats
+
+    @classmethod
+    def from_checkpoint(cls, gen: int, header: dict, mats: dict) -> "State":
+        st = cls(header["period_seconds"], gen, mats["cumulative"], header["nodes"], header["coverage"],
+                 header["watermarks"], {}, header["anonymization"], header["touched"], header["counters"])
+        for s, m in header["periods"].items():
+            s = int(s)
+            p = Period(m["start"], m["end"], mats.get(f"period:{s}"), m["windows"], m["nodes"], m["final"],
+                       m["version"], m["file"])
+            st.periods[s] = p
+        return st

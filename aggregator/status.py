@@ -1,0 +1,109 @@
+"""Read-only views for operators: report lookup and node health.
+
+Reads only files the daemons publish (reports, status heartbeats, the
+aggregator's status and quarantine reasons), so it is safe to run anywhere
+the shared directory is mounted, even while the daemons run.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from collector.errors import NetsenseError
+from collector.layout import PERIOD_ID, Layout
+
+STALE_FACTOR = 3   # missed heartbeats before a running node is shown as stale
+DOWN_FACTOR = 12   # ... and as down
+
+
+def load_report(shared: Path, period: str) -> dict:
+    reports = Layout(shared).reports()
+    if period in ("cumulative", "latest"):
+        path = reports / f"{period}.json"
+    elif PERIOD_ID.match(period):
+        path = reports / "periods" / f"{period}.json"
+    else:
+        raise NetsenseError(f"--period must be cumulative, latest or a period ID like 20260101T000000Z, "
+                            f"not {period!r}")
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NetsenseError(f"no report at {path}: has the aggregator run on {shared}?") from None
+    except ValueError as e:
+        raise NetsenseError(f"{path} is not valid JSON: {e}") from None
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def health(doc: dict, now: float) -> str:
+    if doc.get("state") != "running":
+        return doc.get("state", "unknown")
+    age = now - float(doc.get("heartbeat", 0))
+    interval = float(doc.get("status_interval", 5.0))
+    if age > DOWN_FACTOR * interval:
+        return "down"
+    if age > STALE_FACTOR * interval:
+        return "stale"
+    return "up"
+
+
+def gather_status(shared: Path) -> dict:
+    lay = Layout(shared)
+    now = time.time()
+    agg = _read_json(lay.aggregator() / "status.json") or {}
+    cum = _read_json(lay.reports() / "cumulative.json") or {}
+    consumed = cum.get("nodes", {})
+    nodes = {}
+    for p in sorted(lay.status_dir().glob("*.json")) if lay.status_dir().exists() else []:
+        d = _read_json(p)
+        if not d or not isinstance(d.get("node"), str):
+            continue
+        n = d["node"]
+        nodes[n] = {"health": health(d, now), "host": d.get("host"), "source": d.get("source"),
+                    "heartbeat_age_s": round(now - float(d.get("heartbeat", now)), 1),
+                    "windows_landed": d.get("windows_landed", 0), "packets_landed": d.get("packets", 0),
+                    "windows_consumed": consumed.get(n, {}).get("windows", 0),
+                    "packets_consumed": consumed.get(n, {}).get("packets", 0),
+                    "watermark": agg.get("watermarks", {}).get(n)}
+    for n, s in consumed.items():
+        nodes.setdefault(n, {"health": "no status file", "windows_landed": None, "packets_landed": None,
+                             "windows_consumed": s["windows"], "packets_consumed": s["packets"],
+                             "watermark": agg.get("watermarks", {}).get(n)})
+    quarantine = {}
+    qdir = lay.quarantine()
+    if qdir.exists():
+        for r in qdir.glob("*/*.reason.json"):
+            reason = (_read_json(r) or {}).get("reason", "unknown")
+            quarantine[reason] = quarantine.get(reason, 0) + 1
+    pending = sum(1 for d in lay.nodes().glob("*/*.nsw")) if lay.nodes().exists() else 0
+    return {"nodes": nodes, "aggregator": agg, "quarantine": quarantine, "pending_files": pending}
+
+
+def format_status(doc: dict) -> str:
+    lines = [f"{'node':<20} {'health':<10} {'hb age':>7} {'landed':>8} {'consumed':>9} {'packets consumed':>17}"]
+    for n, s in sorted(doc["nodes"].items()):
+        age = s.get("heartbeat_age_s")
+        lines.append(f"{n:<20} {s['health']:<10} {'' if age is None else f'{age:.0f}s':>7} "
+                     f"{'' if s['windows_landed'] is None else s['windows_landed']:>8} {s['windows_consumed']:>9} "
+                     f"{s['packets_consumed']:>17,}")
+    agg = doc["aggregator"]
+    lines.append("")
+    if agg:
+        age = time.time() - float(agg.get("heartbeat", 0))
+        lines.append(f"aggregator: host {agg.get('host')} pid {agg.get('pid')}, generation {agg.get('generation')}, "
+                     f"last seen {age:.0f}s ago, {agg.get('windows_consumed', 0)} windows consumed")
+        c = agg.get("counters", {})
+        lines.append(f"  duplicates dropped {c.get('duplicates', 0)}, conflicts {c.get('conflicts', 0)}, "
+                     f"quarantined this run {c.get('quarantined', 0)}")
+    else:
+        lines.append("aggregator: has not run on this directory yet")
+    lines.append(f"pending window files: {doc['pending_files']}")
+    if doc["quarantine"]:
+        lines.append("quarantine: " + ", ".join(f"{k} {v}" for k, v in sorted(doc["quarantine"].items())))
+    return "\n".join(lines) + "\n"
