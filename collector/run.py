@@ -40,6 +40,7 @@ class RunSummary:
     node: str
     run: str
     state: str = "running"
+    records_read: int = 0      # read from the source so far, landed or still in the open window
     windows_landed: int = 0
     windows_already_present: int = 0
     packets: int = 0
@@ -119,6 +120,7 @@ class Collector:
         self.write_status(force=True)
         try:
             for rec in self.source.batches(stop.is_set):
+                self.summary.records_read += len(rec)
                 for w in win.feed(rec):
                     self.land(w)
                 if self.source.live:
