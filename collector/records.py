@@ -67,6 +67,11 @@ def make_records(ts_ns, src, dst, reason=None, position=0, extra_skipped=None) -
     return Records(ts, s, d, r, position, dict(extra_skipped or {}))
 
 
+def tail(rec: Records, k: int) -> Records:
+    """The batch without its first ``k`` records (resuming a source mid-batch)."""
+    return Records(rec.ts_ns[k:], rec.src[k:], rec.dst[k:], rec.reason[k:], rec.position, rec.extra_skipped)
+
+
 def mark_broadcast(rec: Records) -> np.ndarray:
     """Return the reason column with limited-broadcast packets marked as skipped."""
     reason = rec.reason

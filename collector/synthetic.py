@@ -28,6 +28,7 @@ class SyntheticSpec:
     alpha: float = 1.3           # Zipf exponent (heavier tail as it nears 1)
     batch: int = 65_536
     realtime: bool = False       # stamp packets with the wall clock and pace to `rate`
+    pace: float = 0.0            # replayable, but at most this many packets per wall-clock second
 
     @classmethod
     def parse(cls, text: str) -> "SyntheticSpec":
@@ -44,7 +45,7 @@ class SyntheticSpec:
             except ValueError:
                 raise ConfigError(f"synthetic: {key} must be a number, got {val!r}") from None
         spec = cls(**kw)
-        if spec.packets < 0 or spec.rate <= 0 or spec.hosts < 1 or spec.alpha <= 1 or spec.batch < 1:
+        if spec.packets < 0 or spec.rate <= 0 or spec.hosts < 1 or spec.alpha <= 1 or spec.batch < 1 or spec.pace < 0:
             raise ConfigError("synthetic: need packets >= 0, rate > 0, hosts >= 1, alpha > 1, batch >= 1")
         return spec
 
@@ -65,6 +66,10 @@ def generate(spec: SyntheticSpec, stop=lambda: False):
         si = (rng.zipf(spec.alpha, n) - 1) % spec.hosts
         di = (rng.zipf(spec.alpha, n) - 1) % spec.hosts
         idx = np.arange(produced, produced + n, dtype=np.float64)
+        if spec.pace and not spec.realtime:
+            delay = t0_wall + produced / spec.pace - time.time()
+            if delay > 0:
+                time.sleep(min(delay, 1.0))  # throttling a generator, not synchronizing anything
         if spec.realtime:
             due = t0_wall + (produced + n) / spec.rate
             delay = due - time.time()

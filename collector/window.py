@@ -114,11 +114,27 @@ class Windower:
             for code, n in enumerate(codes):
                 if code != COUNTED and n:
                     o.skipped[REASONS.get(code, f"reason_{code}")] += int(n)
-        ts = rec.ts_ns
-        o.first = int(ts[i]) if o.first is None else min(o.first, int(ts[i]))
-        o.last = int(ts[j - 1]) if o.last is None else max(o.last, int(ts[j - 1]))
+        # Min/max over the whole chunk, not its first/last record: out-of-order timestamps
+        # (which join the open window) otherwise gave last < first, and values that
+        # depended on how the stream happened to be split into batches.
+        ts = rec.ts_ns[i:j]
+        lo, hi = int(ts.min()), int(ts.max())
+        o.first = lo if o.first is None else min(o.first, lo)
+        o.last = hi if o.last is None else max(o.last, hi)
 
     # -- API ---------------------------------------------------------------
+    def resume_after(self, seq: int, start: int, position: int) -> None:
+        """Continue a source right after window ``seq`` (slot ``start``), at source ``position``.
+
+        This is exactly the state the windower was in just after closing that
+        window, so the windows that follow are identical to an uninterrupted
+        run's and keep their identities.
+        """
+        self.seq = seq + 1
+        self.slot = start // self.window_seconds
+        self.slot_had_window = True
+        self.position = position
+
     def feed(self, rec: Records) -> list[Window]:
         out: list[Window] = []
         for name, n in rec.extra_skipped.items():

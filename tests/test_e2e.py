@@ -74,7 +74,12 @@ def test_once_restart_and_redelivery_count_each_window_once(shared, tmp_path):
     assert r.returncode == 0, r.stderr
     first = read_json(shared / "reports" / "cumulative.json")
     assert first["analytics"] == exp
-    # Deliver every window again: same collector run on the same input, and a copy from the archive.
+    # Rerunning a finished collector on the same input lands nothing new.
+    r = run_cli("collector", "run", "--shared", str(shared), "--node", "node1", "--source", SPECS["node1"], *WINDOW)
+    assert r.returncode == 0 and "nothing to do" in r.stderr, r.stderr
+    assert not list((shared / "nodes" / "node1").glob("*.nsw"))
+    # Deliver every window again: the same input with the collector's status lost, and a copy from the archive.
+    (shared / "status" / "node1.json").unlink()
     r = run_cli("collector", "run", "--shared", str(shared), "--node", "node1", "--source", SPECS["node1"], *WINDOW)
     assert r.returncode == 0, r.stderr
     redelivered = len(list((shared / "nodes" / "node1").glob("*.nsw")))
@@ -123,3 +128,22 @@ def test_sigterm_lands_the_open_window(shared, tmp_path):
     r = run_cli("aggregator", "run", "--shared", str(shared), "--once")
     assert r.returncode == 0, r.stderr
     assert read_json(shared / "reports" / "cumulative.json")["analytics"]["valid_packets"] == st["packets"]
+
+
+def test_collector_killed_mid_run_resumes_without_loss_or_double_count(shared, tmp_path):
+    spec = "synthetic:seed=9,packets=240000,rate=20000,hosts=3000,pace=60000,batch=4096"
+    args = ["collector", "run", "--shared", str(shared), "--node", "k1", "--source", spec, *WINDOW,
+            "--status-interval", "0.1"]
+    col = Proc(args, tmp_path / "k1.log")
+    wait_for(lambda: len(list((shared / "nodes" / "k1").glob("*.nsw"))) >= 4, 60, what="some windows landed")
+    col.p.kill()  # SIGKILL: no chance to land the open window or update the status
+    col.wait()
+    assert (read_json(shared / "status" / "k1.json") or {}).get("state") == "running"
+    r = run_cli(*args)
+    # It resumes after the last window its status recorded; windows landed after that
+    # status write are landed again with the same identity and content.
+    assert r.returncode == 0, r.stderr
+    r = run_cli("aggregator", "run", "--shared", str(shared), "--once")
+    assert r.returncode == 0, r.stderr
+    exp = nine(*synthetic_packets(spec.split(":", 1)[1]))
+    assert read_json(shared / "reports" / "cumulative.json")["analytics"] == exp
