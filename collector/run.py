@@ -18,7 +18,7 @@ from pathlib import Path
 from . import __version__, landing, winfile
 from .errors import AlreadyLanded
 from .layout import Layout, WindowName, check_node, iso
-from .sources import open_source
+from .sources import Source, open_source
 from .records import tail
 from .window import Window, Windower, to_matrix
 
@@ -55,13 +55,16 @@ class RunSummary:
 class Collector:
     """One node's collector; owns its landing folder and its status file."""
 
-    def __init__(self, cfg: CollectorConfig):
+    def __init__(self, cfg: CollectorConfig, source: Source | None = None):
+        """``source`` overrides ``cfg.source`` for in-process (push) sources such as the web
+        middleware; a live source must yield a batch, empty if need be, at least every
+        second so windows close on the wall clock."""
         check_node(cfg.node)
         self.cfg = cfg
         self.layout = Layout(cfg.shared)
         self.host = socket.gethostname()
         self.windowing = (cfg.window_packets, cfg.window_seconds)
-        self.source = open_source(cfg.source, node=cfg.node, windowing=self.windowing)
+        self.source = source or open_source(cfg.source, node=cfg.node, windowing=self.windowing)
         self.summary = RunSummary(cfg.node, self.source.run)
         self.started = time.time()
         self._last_status = 0.0
