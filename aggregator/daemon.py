@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collector import landing, winfile
+from collector.faults import failpoint
 from collector.errors import BadWindowFile, LandingError, NetsenseError
 from collector.layout import Layout, iso
 
@@ -173,6 +174,7 @@ class Aggregator:
                 if size > self.cfg.max_file_bytes:
                     raise BadWindowFile("too_large", f"{size} bytes > --max-file-bytes {self.cfg.max_file_bytes}")
                 parsed = winfile.read(c.path, self.cfg.max_file_bytes)
+                failpoint("agg.read")
                 sha = parsed.header["payload"]["sha256"][:16]
                 ident = c.name.identity
                 seen = self.ledger.consumed.get(ident) or batch_ids.get(ident)
@@ -201,6 +203,7 @@ class Aggregator:
                 log.warning("cannot read %s now (%s); will retry", c.path, e)
                 continue
             self.state.apply(parsed.header, a, c.path.name, self.load_final)
+            failpoint("agg.sum")
             batch_ids[ident] = sha
             consumed.append((ident, sha))
             to_archive.append((c.path, c.name.node))
@@ -211,6 +214,7 @@ class Aggregator:
             self.commit(consumed, finalized)
             for path, node in to_archive:
                 self.archive(path, node)
+                failpoint("agg.archive")
         return len(consumed)
 
     def commit(self, consumed: list, finalized: list[Period]) -> None:
@@ -227,6 +231,7 @@ class Aggregator:
         st.touched = [p.start for p in touched]
         header, mats = st.to_checkpoint()
         name = write_checkpoint(self.ckpt_dir, gen, header, mats)
+        failpoint("agg.checkpoint")
         self.ledger.commit(gen, name, consumed)  # <- the commit point
         log.info("generation %d committed: %d window(s), %d period(s) final", gen, len(consumed), len(finalized))
         self.publish(touched)
@@ -249,6 +254,7 @@ class Aggregator:
                                      windows=p.windows, period=(p.start, p.end), final=p.final,
                                      version=p.version, restatement=p.version > 1, generated=now)
             reports.write_period(self.reports_dir, doc, latest=p.start == newest)
+            failpoint("agg.reports")
             p.dirty = False
             if p.final:
                 p.matrix = None  # its sum lives in aggregator/periods/; memory stays flat

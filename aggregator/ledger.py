@@ -24,6 +24,7 @@ from pathlib import Path
 import graphblas as gb
 
 from collector import landing, winfile
+from collector.faults import failpoint
 from collector.errors import BadWindowFile, StateError
 
 log = logging.getLogger("netsense.aggregator")
@@ -57,7 +58,7 @@ class Ledger:
                     crc = rec.pop("crc")
                     if not raw.endswith(b"\n") or crc != _crc(rec) or rec["gen"] != led.generation + 1:
                         raise ValueError("bad line")
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, AttributeError):  # AttributeError: JSON but not an object
                     log.warning("ledger: ignoring an uncommitted or torn entry after generation %d", led.generation)
                     break
                 led.generation = rec["gen"]
@@ -78,7 +79,10 @@ class Ledger:
         line = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
+            half = len(line) // 2
+            os.write(fd, line[:half])
+            failpoint("agg.ledger")  # a crash here leaves a torn line, which load() discards
+            os.write(fd, line[half:])
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -13,6 +13,7 @@ import secrets
 from pathlib import Path
 
 from .errors import AlreadyLanded, LandingError
+from .faults import failpoint
 
 TEMP_PREFIX = ".tmp-"  # readers ignore every name starting with "."
 
@@ -57,6 +58,7 @@ def atomic_write(final: Path | str, data: bytes, *, replace: bool = False) -> Pa
             os.fsync(fd)
         finally:
             os.close(fd)
+        failpoint("col.land.temp")
         if replace:
             os.replace(tmp, final)
         else:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import __version__, landing, winfile
 from .errors import AlreadyLanded
+from .faults import failpoint
 from .layout import Layout, WindowName, check_node, iso
 from .sources import Source, open_source
 from .records import tail
@@ -81,6 +82,7 @@ class Collector:
         path = self.landing_dir / name.filename
         try:
             landing.atomic_write(path, data)
+            failpoint("col.land.done")
             self.summary.windows_landed += 1
             log.debug("landed %s (%d packets, %d skipped)", name.filename, w.packets, sum(w.skipped.values()))
         except AlreadyLanded:
