@@ -9,6 +9,7 @@ import click
 
 from collector.cli import setup_logging, stop_on_signals
 from collector.errors import NetsenseError
+from collector.winfile import load_secret
 
 from .daemon import AggregatorConfig, run_aggregator
 from .reports import format_table
@@ -43,10 +44,12 @@ def main():
               help="Top-N talkers listed in reports.")
 @click.option("--max-file-bytes", default=1 << 30, show_default=True, type=click.IntRange(min=1024),
               help="Window files larger than this are quarantined unread.")
+@click.option("--secret", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Shared secret file: quarantine every window without a valid HMAC for it (bad_hmac).")
 @click.option("-v", "--verbose", count=True)
 @click.option("-q", "--quiet", is_flag=True)
 def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, batch_files, top_n,
-        max_file_bytes, verbose, quiet):
+        max_file_bytes, secret, verbose, quiet):
     """Aggregate landed windows into SHARED/reports/ (daemon, or --once).
 
     Only one aggregator may run per shared directory; a second one refuses to
@@ -54,9 +57,9 @@ def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, b
     """
     setup_logging(verbose, quiet)
     stop = stop_on_signals()
-    cfg = AggregatorConfig(shared, once, observer, period_seconds, grace_periods, rescan_seconds, batch_files,
-                           top_n, max_file_bytes)
     try:
+        cfg = AggregatorConfig(shared, once, observer, period_seconds, grace_periods, rescan_seconds, batch_files,
+                               top_n, max_file_bytes, secret=load_secret(secret) if secret else None)
         run_aggregator(cfg, stop)
     except NetsenseError as e:
         raise click.ClickException(str(e)) from None

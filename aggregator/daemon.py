@@ -45,6 +45,7 @@ class AggregatorConfig:
     top_n: int = 10
     max_file_bytes: int = 1 << 30
     lease_ttl: float = 30.0
+    secret: bytes | None = None       # require a valid HMAC on every window
 
 
 class Aggregator:
@@ -175,6 +176,8 @@ class Aggregator:
                     raise BadWindowFile("too_large", f"{size} bytes > --max-file-bytes {self.cfg.max_file_bytes}")
                 parsed = winfile.read(c.path, self.cfg.max_file_bytes)
                 failpoint("agg.read")
+                if self.cfg.secret is not None:
+                    winfile.verify_hmac(parsed, self.cfg.secret)
                 sha = parsed.header["payload"]["sha256"][:16]
                 ident = c.name.identity
                 seen = self.ledger.consumed.get(ident) or batch_ids.get(ident)

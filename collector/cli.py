@@ -12,6 +12,7 @@ import click
 from .errors import NetsenseError
 from .run import CollectorConfig, run_collector
 from .sources import SPEC_HELP
+from .winfile import load_secret
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
@@ -55,9 +56,16 @@ def main():
               help="Seconds between heartbeats written to status/NODE.json.")
 @click.option("--max-gap-windows", default=1440, show_default=True, type=click.IntRange(min=0),
               help="Fill silent time gaps up to this many windows with empty windows.")
+@click.option("--spool-bytes", default=512 << 20, show_default=True, type=click.IntRange(min=0),
+              help="Memory for finished windows while the shared directory refuses writes (full, read-only, "
+                   "unavailable); past it a file source waits and a live source drops (counted, logged).")
+@click.option("--secret", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Shared secret file: sign every window with an HMAC that an aggregator run with the same "
+                   "--secret requires.")
 @click.option("-v", "--verbose", count=True, help="Log every landed window.")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
-def run(shared, node, source, window_packets, window_seconds, status_interval, max_gap_windows, verbose, quiet):
+def run(shared, node, source, window_packets, window_seconds, status_interval, max_gap_windows, spool_bytes, secret,
+        verbose, quiet):
     """Collect traffic from SOURCE and land windows in SHARED/nodes/NODE/.
 
     A finite source (a capture file, synthetic with packets=N) exits 0 once every
@@ -72,8 +80,11 @@ def run(shared, node, source, window_packets, window_seconds, status_interval, m
     setup_logging(verbose, quiet)
     stop = stop_on_signals()
     cfg = CollectorConfig(shared, node.strip(), source, window_packets, window_seconds, status_interval,
-                          max_gap_windows)
+                          max_gap_windows, spool_bytes)
     try:
-        run_collector(cfg, stop)
+        summary = run_collector(cfg, stop, secret=load_secret(secret) if secret else None)
     except NetsenseError as e:
         raise click.ClickException(str(e)) from None
+    if summary.windows_dropped:
+        raise click.ClickException(f"{summary.windows_dropped} window(s) ({summary.packets_dropped} packets) "
+                                   f"could not be landed and were dropped")

@@ -31,11 +31,14 @@ GRAMMAR = {
     "run": r"[0-9a-f]{12}",
     "seq": r"\d{8,}",
 }
+# Anchored with \Z, not $ ($ also matches before a trailing newline, so "a\n" passed as a
+# node name), and ASCII-only (\d also matches non-ASCII digits such as "\u0661").
 WINDOW_NAME = re.compile(
-    r"^(?P<node>{node})_(?P<start>{stamp})_(?P<end>{stamp})_(?P<run>{run})-(?P<seq>{seq})\.nsw$".format(**GRAMMAR)
+    r"^(?P<node>{node})_(?P<start>{stamp})_(?P<end>{stamp})_(?P<run>{run})-(?P<seq>{seq})\.nsw\Z".format(**GRAMMAR),
+    re.ASCII,
 )
-NODE_NAME = re.compile(rf"^{GRAMMAR['node']}$")
-PERIOD_ID = re.compile(rf"^{GRAMMAR['stamp']}$")
+NODE_NAME = re.compile(rf"^{GRAMMAR['node']}\Z", re.ASCII)
+PERIOD_ID = re.compile(rf"^{GRAMMAR['stamp']}\Z", re.ASCII)
 
 
 def check_node(node: str) -> str:
@@ -86,7 +89,10 @@ class WindowName:
         m = WINDOW_NAME.match(filename)
         if not m or ".." in m["node"]:
             return None
-        return cls(m["node"], parse_stamp(m["start"]), parse_stamp(m["end"]), m["run"], int(m["seq"]))
+        try:
+            return cls(m["node"], parse_stamp(m["start"]), parse_stamp(m["end"]), m["run"], int(m["seq"]))
+        except ValueError:  # fits the grammar but is no real time (month 13, Feb 30, second 60): junk
+            return None
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import __version__, landing, winfile
-from .errors import AlreadyLanded
+from .errors import AlreadyLanded, LandingError
 from .faults import failpoint
 from .layout import Layout, WindowName, check_node, iso
 from .sources import Source, open_source
+from .spool import Pending, Spool
 from .records import tail
 from .window import Window, Windower, to_matrix
 
@@ -35,6 +36,7 @@ class CollectorConfig:
     window_seconds: int = 60
     status_interval: float = 5.0
     max_gap_windows: int = 1440
+    spool_bytes: int = 512 << 20
 
 
 @dataclass
@@ -49,6 +51,9 @@ class RunSummary:
     records: int = 0
     skipped: dict = field(default_factory=dict)
     unfilled_gaps: int = 0
+    spooled: int = 0              # windows waiting for the shared directory to accept them
+    windows_dropped: int = 0      # given up on: past the spool bound, or stopped while spooled
+    packets_dropped: int = 0
     lost_previous_records: int = 0  # a crashed live run's open window, which no one can recover
     last_window: dict | None = None
 
@@ -56,7 +61,8 @@ class RunSummary:
 class Collector:
     """One node's collector; owns its landing folder and its status file."""
 
-    def __init__(self, cfg: CollectorConfig, source: Source | None = None):
+    def __init__(self, cfg: CollectorConfig, source: Source | None = None, anonymizer=None,
+                 secret: bytes | None = None):
         """``source`` overrides ``cfg.source`` for in-process (push) sources such as the web
         middleware; a live source must yield a batch, empty if need be, at least every
         second so windows close on the wall clock."""
@@ -67,37 +73,101 @@ class Collector:
         self.windowing = (cfg.window_packets, cfg.window_seconds)
         self.source = source or open_source(cfg.source, node=cfg.node, windowing=self.windowing)
         self.summary = RunSummary(cfg.node, self.source.run)
+        self.spool = Spool(cfg.spool_bytes)
+        self.anonymizer = anonymizer
+        self.secret = secret
         self.started = time.time()
         self._last_status = 0.0
         self.landing_dir = self.layout.landing(cfg.node)
 
     # -- landing -------------------------------------------------------------
-    def land(self, w: Window) -> Path:
+    def encode(self, w: Window) -> Pending:
         name = WindowName(self.cfg.node, w.start, w.end, self.source.run, w.seq)
+        src, dst, anon = w.src, w.dst, None
+        if self.anonymizer is not None:
+            src, dst = self.anonymizer.anonymize(src), self.anonymizer.anonymize(dst)
+            anon = self.anonymizer.fingerprint
         header = winfile.window_header(
             name, source=self.cfg.source, records=w.records, packets=w.packets, skipped=w.skipped,
-            first_ts_ns=w.first_ts_ns, last_ts_ns=w.last_ts_ns, anonymization=None,
+            first_ts_ns=w.first_ts_ns, last_ts_ns=w.last_ts_ns, anonymization=anon,
             created=time.time(), host=self.host)
-        data = winfile.encode(header, {"A": to_matrix(w.src, w.dst)})
-        path = self.landing_dir / name.filename
+        data = winfile.encode(header, {"A": to_matrix(src, dst)}, secret=self.secret)
+        info = {"identity": name.identity, "file": name.filename, "start": w.start, "end": w.end, "seq": w.seq,
+                "position": w.position, "packets": w.packets, "records": w.records, "skipped": w.skipped}
+        return Pending(name.filename, data, info)
+
+    def _land_one(self, p: Pending) -> None:
+        """Land one window or raise LandingError; account for it once it is on shared storage."""
         try:
-            landing.atomic_write(path, data)
+            landing.atomic_write(self.landing_dir / p.filename, p.data)
             failpoint("col.land.done")
             self.summary.windows_landed += 1
-            log.debug("landed %s (%d packets, %d skipped)", name.filename, w.packets, sum(w.skipped.values()))
+            log.debug("landed %s (%d packets)", p.filename, p.info["packets"])
         except AlreadyLanded:
-            # Same identity landed before (restart on the same capture): identical content is
-            # a harmless duplicate; the aggregator drops or quarantines it by identity anyway.
+            # Same identity landed before (a restart re-reading a replayable source): the
+            # aggregator drops an identical duplicate and quarantines a conflicting one.
             self.summary.windows_already_present += 1
-            log.info("%s is already landed; keeping the existing file", name.filename)
-        s = self.summary
-        s.packets += w.packets
-        s.records += w.records
-        for k, v in w.skipped.items():
+            log.info("%s is already landed; keeping the existing file", p.filename)
+        s, i = self.summary, p.info
+        s.packets += i["packets"]
+        s.records += i["records"]
+        for k, v in i["skipped"].items():
             s.skipped[k] = s.skipped.get(k, 0) + v
-        s.last_window = {"identity": name.identity, "file": name.filename, "start": w.start, "end": w.end,
-                         "seq": w.seq, "position": w.position}
-        return path
+        s.last_window = {k: i[k] for k in ("identity", "file", "start", "end", "seq", "position")}
+
+    def drain(self, stop: threading.Event, block: bool) -> None:
+        """Land spooled windows in order; with ``block``, wait (backoff) until empty or stopped."""
+        sp = self.spool
+        while sp:
+            wait = sp.wait_time()
+            if wait > 0:
+                if not block or stop.wait(wait):
+                    return
+            try:
+                self._land_one(sp.head())
+            except LandingError as e:
+                sp.failed()
+                log.warning("still cannot land (%s); %d window(s) spooled, retrying in %.1fs", e, len(sp),
+                            sp.wait_time())
+                continue
+            sp.pop()
+            sp.succeeded()
+            if not sp:
+                log.info("shared directory is writable again; spool drained")
+        self.summary.spooled = len(sp)
+
+    def land(self, w: Window, stop: threading.Event | None = None) -> None:
+        """Land ``w`` now, or spool it behind earlier windows if storage is failing."""
+        stop = stop or threading.Event()
+        p = self.encode(w)
+        sp = self.spool
+        if sp:
+            self.drain(stop, block=False)
+        if not sp:
+            try:
+                self._land_one(p)
+                return
+            except LandingError as e:
+                sp.failed()
+                log.warning("cannot land %s (%s): spooling locally and retrying with backoff", p.filename, e)
+        if not sp.fits(p) and not self.source.live:
+            # A replayable source can wait: back-pressure instead of loss.
+            while sp and not sp.fits(p) and not stop.is_set():
+                self.drain(stop, block=False)
+                if sp and not sp.fits(p):
+                    stop.wait(max(sp.wait_time(), 0.05))
+        if sp.fits(p):
+            sp.push(p)
+        else:
+            self.drop(p, "the spool is full")
+        self.summary.spooled = len(sp)
+
+    def drop(self, p: Pending, why: str) -> None:
+        s = self.summary
+        s.windows_dropped += 1
+        s.packets_dropped += p.info["packets"]
+        log.error("dropping window %s (%d packets): %s (--spool-bytes %d)", p.info["identity"], p.info["packets"],
+                  why, self.spool.max_bytes)
 
     def write_status(self, force: bool = False) -> None:
         now = time.time()
@@ -179,22 +249,31 @@ class Collector:
                     rec, skip = tail(rec, skip), 0
                 self.summary.records_read += len(rec)
                 for w in win.feed(rec):
-                    self.land(w)
+                    self.land(w, stop)
                 if self.source.live:
                     for w in win.tick(time.time_ns()):
-                        self.land(w)
+                        self.land(w, stop)
+                if self.spool:
+                    self.drain(stop, block=False)
                 self.write_status()
                 if stop.is_set():
                     break
             for w in win.flush():
-                self.land(w)
+                self.land(w, stop)
+            self.drain(stop, block=True)
+            for p in list(self.spool.items):  # only when stopped while storage is still failing
+                self.drop(p, "stopped before the shared directory accepted it")
+            self.spool = Spool(self.cfg.spool_bytes)
+            self.summary.spooled = 0
             self.summary.state = "stopped" if stop.is_set() else "finished"
         except BaseException:
             self.summary.state = "failed"
             # Land what we have: a partial window is data, and losing it is worse than a short window.
             try:
+                halt = threading.Event()
+                halt.set()  # never block on a full spool while failing
                 for w in win.flush():
-                    self.land(w)
+                    self.land(w, halt)
             except Exception:
                 log.exception("could not land the open window")
             raise
@@ -211,5 +290,6 @@ class Collector:
         return s
 
 
-def run_collector(cfg: CollectorConfig, stop: threading.Event | None = None) -> RunSummary:
-    return Collector(cfg).run(stop or threading.Event())
+def run_collector(cfg: CollectorConfig, stop: threading.Event | None = None, *, anonymizer=None,
+                  secret: bytes | None = None) -> RunSummary:
+    return Collector(cfg, anonymizer=anonymizer, secret=secret).run(stop or threading.Event())

@@ -21,6 +21,7 @@ shape) and the payload's SHA-256; the file size must be exactly 32+H+P.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import struct
@@ -45,8 +46,22 @@ CODEC = "graphblas-suitesparse-zstd"
 ZSTD_LEVEL = 1  # level 1: ~4x smaller than raw at a few ms per 2^17-packet window
 
 
-def encode(header: dict, blobs: dict[str, gb.Matrix]) -> bytes:
-    """Serialize matrices and a JSON header into one container."""
+def _canonical(header: dict) -> bytes:
+    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def _mac(secret: bytes, header: dict) -> str:
+    unsigned = {k: v for k, v in header.items() if k != "hmac"}
+    return hmac.new(secret, _canonical(unsigned), hashlib.sha256).hexdigest()
+
+
+def encode(header: dict, blobs: dict[str, gb.Matrix], secret: bytes | None = None) -> bytes:
+    """Serialize matrices and a JSON header into one container.
+
+    With ``secret``, the header carries ``hmac``: HMAC-SHA256 over the canonical
+    JSON of the rest of the header, which includes the payload's SHA-256, so the
+    MAC covers every byte that matters.
+    """
     parts, entries, offset = [], [], 0
     for name, m in blobs.items():
         raw = m.ss.serialize("zstd", level=ZSTD_LEVEL)
@@ -59,7 +74,9 @@ def encode(header: dict, blobs: dict[str, gb.Matrix]) -> bytes:
     h = dict(header)
     h["payload"] = {"codec": CODEC, "bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest(),
                     "blobs": entries}
-    hb = json.dumps(h, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    if secret is not None:
+        h["hmac"] = _mac(secret, h)
+    hb = _canonical(h)
     prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(hb), len(payload), zlib.crc32(hb), 0)
     return prefix + hb + payload
 
@@ -117,8 +134,12 @@ def decode(data: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Parsed:
         header = json.loads(hb)
         p = header["payload"]
         blobs = p["blobs"]
-        ok = isinstance(header, dict) and p["bytes"] == plen and all(
-            0 <= b["offset"] and b["offset"] + b["bytes"] <= plen for b in blobs)
+        # Check every field later code relies on (sha256 below, name/offset/bytes/nvals in
+        # Parsed.matrix), with exact types: a header with a valid CRC but a missing or
+        # mistyped field used to escape as KeyError/TypeError instead of BadWindowFile.
+        ok = isinstance(header, dict) and p["bytes"] == plen and isinstance(p["sha256"], str) and all(
+            isinstance(b["name"], str) and all(type(b[k]) is int for k in ("offset", "bytes", "nvals"))
+            and 0 <= b["offset"] and 0 <= b["bytes"] and b["offset"] + b["bytes"] <= plen for b in blobs)
     except (ValueError, KeyError, TypeError) as ex:
         raise BadWindowFile("bad_header", f"unreadable header: {ex}") from None
     if not ok:
@@ -138,6 +159,26 @@ def read(path: Path | str, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Parsed:
         parse_prefix(prefix, size, max_payload)
         data = prefix + f.read()
     return decode(data, max_payload)
+
+
+def verify_hmac(parsed: Parsed, secret: bytes) -> None:
+    """Refuse a container without a valid HMAC for ``secret`` (writing to the share is not enough)."""
+    mac = parsed.header.get("hmac")
+    if not isinstance(mac, str) or not hmac.compare_digest(mac, _mac(secret, parsed.header)):
+        raise BadWindowFile("bad_hmac", "missing or invalid HMAC for the configured --secret")
+
+
+def load_secret(path) -> bytes:
+    """Read a shared secret file (at least 16 bytes after stripping whitespace)."""
+    from .errors import ConfigError
+
+    try:
+        data = Path(path).read_bytes().strip()
+    except OSError as e:
+        raise ConfigError(f"cannot read secret file {path}: {e.strerror}") from None
+    if len(data) < 16:
+        raise ConfigError(f"secret file {path} holds {len(data)} bytes; use at least 16 (e.g. head -c 32 /dev/urandom | base64)")
+    return data
 
 
 def read_header(path: Path | str) -> dict:
@@ -182,6 +223,9 @@ def window_header(name, *, source: str, records: int, packets: int, skipped: dic
 
 WINDOW_FIELDS = ("kind", "identity", "node", "run", "seq", "start", "end", "first_ts_ns", "last_ts_ns",
                  "source", "records", "packets", "skipped", "anonymization", "created", "host", "payload")
+
+
+OPTIONAL_FIELDS = ("hmac",)  # present when the collector runs with --secret
 
 
 def check_window(parsed: Parsed, name) -> gb.Matrix:

@@ -36,8 +36,8 @@ def test_tree_top_level_matches_layout():
 
 
 def test_window_header_fields_match_winfile():
-    assert tuple(r[0] for r in table("Window file format (version 1)")[-len(winfile.WINDOW_FIELDS):]) \
-        == winfile.WINDOW_FIELDS
+    fields = winfile.WINDOW_FIELDS + winfile.OPTIONAL_FIELDS
+    assert tuple(r[0] for r in table("Window file format (version 1)")[-len(fields):]) == fields
 
 
 def test_prefix_table_matches_winfile():
