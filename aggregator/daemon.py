@@ -46,6 +46,8 @@ class AggregatorConfig:
     max_file_bytes: int = 1 << 30
     lease_ttl: float = 30.0
     secret: bytes | None = None       # require a valid HMAC on every window
+    report_seconds: float = 1.0       # provisional and cumulative reports at most this often while busy
+    rebase_min_links: int = 1 << 20   # never rewrite the cumulative base for a smaller delta
 
 
 class Aggregator:
@@ -60,6 +62,8 @@ class Aggregator:
         self.run_counters = {"duplicates": 0, "conflicts": 0, "quarantined": 0}
         self._status_cache: dict = {}
         self._problems_seen: set = set()
+        self._last_report = 0.0
+        self._cumulative_gen = -1
 
     # -- start-up -------------------------------------------------------------
     def recover(self) -> None:
@@ -71,14 +75,18 @@ class Aggregator:
         self.ledger = Ledger.load(self.agg_dir)
         if self.ledger.checkpoint:
             header, mats = read_checkpoint(self.ckpt_dir, self.ledger.checkpoint)
-            self.state = State.from_checkpoint(self.ledger.generation, header, mats)
+            base = read_checkpoint(self.ckpt_dir, header["base_file"])[1]["cumulative"] if header["base_file"] else None
+            self.state = State.from_checkpoint(self.ledger.generation, header, mats, base)
             if self.state.period_seconds != self.cfg.period_seconds:
                 raise NetsenseError(f"this shared directory aggregates {self.state.period_seconds}s periods; "
                                     f"restart with --period-seconds {self.state.period_seconds}")
-            prune_checkpoints(self.ckpt_dir, self.ledger.checkpoint)
+            prune_checkpoints(self.ckpt_dir, self.ledger.checkpoint, self.state.base_file)
             log.info("recovered generation %d: %d windows consumed so far", self.ledger.generation,
                      len(self.ledger.consumed))
-            self.publish([self.state.periods[s] for s in self.state.touched if s in self.state.periods])
+            for s in self.state.unpublished:  # reports may lag the committed state: bring them up to date
+                if s in self.state.periods:
+                    self.state.periods[s].dirty = True
+            self.publish(force=True)
         else:
             self.state = State(self.cfg.period_seconds)
             prune_checkpoints(self.ckpt_dir, "")
@@ -159,6 +167,7 @@ class Aggregator:
         consumed: list[tuple[str, str]] = []
         batch_ids: dict = {}
         to_archive: list = []
+        items: list = []
         for c in cands:
             if len(consumed) >= self.cfg.batch_files:
                 break
@@ -205,11 +214,12 @@ class Aggregator:
             except OSError as e:
                 log.warning("cannot read %s now (%s); will retry", c.path, e)
                 continue
-            self.state.apply(parsed.header, a, c.path.name, self.load_final)
-            failpoint("agg.sum")
+            items.append((parsed.header, a, c.path.name))
             batch_ids[ident] = sha
             consumed.append((ident, sha))
             to_archive.append((c.path, c.name.node))
+        self.state.apply_batch(items, self.load_final)
+        failpoint("agg.sum")
         known, done = self.node_status()
         grace = self.cfg.grace_periods * self.cfg.period_seconds
         finalized = self.state.finalize(done, known, grace)
@@ -230,15 +240,18 @@ class Aggregator:
             if p.file:
                 old_files.append(p.file)
             p.file = write_period_file(self.period_dir, p.id, gen, p.matrix)
-        touched = [p for p in st.periods.values() if p.dirty]
-        st.touched = [p.start for p in touched]
+        if st.delta.nvals > max(self.cfg.rebase_min_links, st.cumulative.nvals // 4):
+            # Rewrite the cumulative base only when the delta has grown to a quarter of it:
+            # each commit then costs O(delta), and rebasing adds O(1) amortized per entry.
+            st.rebase(write_checkpoint(self.ckpt_dir, gen, {"base": True}, {"cumulative": st.cumulative},
+                                       prefix="cumulative"))
         header, mats = st.to_checkpoint()
         name = write_checkpoint(self.ckpt_dir, gen, header, mats)
         failpoint("agg.checkpoint")
         self.ledger.commit(gen, name, consumed)  # <- the commit point
         log.info("generation %d committed: %d window(s), %d period(s) final", gen, len(consumed), len(finalized))
-        self.publish(touched)
-        prune_checkpoints(self.ckpt_dir, name)
+        self.publish()
+        prune_checkpoints(self.ckpt_dir, name, st.base_file)
         for f in old_files:
             try:
                 (self.period_dir / f).unlink()
@@ -246,11 +259,21 @@ class Aggregator:
                 pass
 
     # -- reports -----------------------------------------------------------------
-    def publish(self, touched: list[Period]) -> None:
+    def publish(self, force: bool = False) -> None:
+        """Write the reports the committed state has changed.
+
+        Final periods are published at once (and their matrices leave memory);
+        provisional periods and the cumulative report at most every
+        ``report_seconds`` unless ``force`` — at idle, at exit, after recovery —
+        so a busy aggregator does not recompute analytics of a large
+        cumulative matrix for every batch.
+        """
         st = self.state
         now = time.time()
+        due = force or now - self._last_report >= self.cfg.report_seconds
         newest = max(st.periods, default=None)
-        for p in sorted(touched, key=lambda p: p.start):
+        todo = [p for p in st.periods.values() if p.dirty and (p.final or due)]
+        for p in sorted(todo, key=lambda p: p.start):
             m = p.matrix if p.matrix is not None else self.load_final(p)
             doc = reports.report_doc(kind="period", analytics=analyze(m), top=top_talkers(m, self.cfg.top_n),
                                      nodes=p.nodes, generation=st.generation, anonymization=st.anonymization,
@@ -261,12 +284,16 @@ class Aggregator:
             p.dirty = False
             if p.final:
                 p.matrix = None  # its sum lives in aggregator/periods/; memory stays flat
+        if not (due and (self._cumulative_gen != st.generation or force)):
+            return
         doc = reports.report_doc(kind="cumulative", analytics=analyze(st.cumulative),
                                  top=top_talkers(st.cumulative, self.cfg.top_n), nodes=st.nodes,
                                  generation=st.generation, anonymization=st.anonymization,
                                  windows=st.coverage, generated=now)
         doc["periods"] = {"count": len(st.periods), "final": sum(p.final for p in st.periods.values())}
         reports.write_cumulative(self.reports_dir, doc)
+        self._cumulative_gen = st.generation
+        self._last_report = now
 
     def write_status(self) -> None:
         doc = {"schema": "netsense.aggregator-status/1", "host": self.lease.host, "pid": os.getpid(),
@@ -299,6 +326,7 @@ class Aggregator:
                 self.write_status()
                 if n:
                     continue  # more may be waiting: drain before sleeping
+                self.publish(force=self._cumulative_gen != self.state.generation)  # idle: catch reports up
                 if self.cfg.once:
                     break
                 wake.wait(self.cfg.rescan_seconds)

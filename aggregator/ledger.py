@@ -93,12 +93,14 @@ class Ledger:
             self.consumed[ident] = sha
 
 
-def checkpoint_name(gen: int) -> str:
-    return f"checkpoint-{gen:010d}.nsc"
+def checkpoint_name(gen: int, prefix: str = "checkpoint") -> str:
+    return f"{prefix}-{gen:010d}.nsc"
 
 
-def write_checkpoint(directory: Path, gen: int, header: dict, matrices: dict[str, gb.Matrix]) -> str:
-    name = checkpoint_name(gen)
+def write_checkpoint(directory: Path, gen: int, header: dict, matrices: dict[str, gb.Matrix],
+                     prefix: str = "checkpoint") -> str:
+    """Write a checkpoint (or, with prefix "cumulative", a cumulative base file) for generation ``gen``."""
+    name = checkpoint_name(gen, prefix)
     landing.atomic_write(directory / name, winfile.encode({"kind": CHECKPOINT_KIND, "gen": gen, **header},
                                                           matrices), replace=True)
     return name
@@ -121,10 +123,10 @@ def read_checkpoint(directory: Path, name: str) -> tuple[dict, dict[str, gb.Matr
     return parsed.header, mats
 
 
-def prune_checkpoints(directory: Path, keep: str) -> None:
-    """Remove every checkpoint but the committed one (older ones and uncommitted newer ones)."""
-    for p in directory.glob("checkpoint-*.nsc"):
-        if p.name != keep:
+def prune_checkpoints(directory: Path, keep: str, base: str | None = None) -> None:
+    """Remove every checkpoint and base file but the committed ones (older and uncommitted newer ones)."""
+    for p in list(directory.glob("checkpoint-*.nsc")) + list(directory.glob("cumulative-*.nsc")):
+        if p.name not in (keep, base):
             try:
                 p.unlink()
             except OSError:

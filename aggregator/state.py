@@ -2,7 +2,8 @@
 
 Pure bookkeeping — no file system here except through the callables passed
 in — so the exactly-once logic can be tested on its own.  Everything in it is
-saved in one checkpoint per committed generation (see ``ledger``).
+saved in one checkpoint per committed generation (see ``ledger``), with the
+cumulative sum split into a base file and a delta.
 """
 from __future__ import annotations
 
@@ -21,6 +22,17 @@ def empty() -> gb.Matrix:
 
 def add_into(acc: gb.Matrix, a: gb.Matrix) -> None:
     acc(binary.plus) << a
+
+
+def sum_all(mats: list[gb.Matrix]) -> gb.Matrix:
+    """Pairwise (tree) sum: every entry is merged O(log k) times, not once per matrix as in a running sum."""
+    mats = list(mats)
+    while len(mats) > 1:
+        nxt = [mats[i].ewise_add(mats[i + 1], binary.plus).new() for i in range(0, len(mats) - 1, 2)]
+        if len(mats) % 2:
+            nxt.append(mats[-1])
+        mats = nxt
+    return mats[0]
 
 
 def add_node(stats: dict, node: str, h: dict) -> None:
@@ -79,12 +91,16 @@ class State:
     period_seconds: int
     generation: int = 0
     cumulative: gb.Matrix = field(default_factory=empty)
+    # The cumulative sum is checkpointed as a rarely rewritten base file plus the delta
+    # since then, so a commit costs O(recent traffic), not O(everything ever seen).
+    delta: gb.Matrix = field(default_factory=empty)
+    base_file: str | None = None
     nodes: dict = field(default_factory=dict)       # cumulative per-node stats
     coverage: dict = field(default_factory=dict)    # node -> run -> [[first_seq, last_seq], ...]
     watermarks: dict = field(default_factory=dict)  # node -> greatest window end consumed
     periods: dict = field(default_factory=dict)     # start -> Period
     anonymization: str | None = None
-    touched: list = field(default_factory=list)     # period starts changed in the last generation
+    unpublished: list = field(default_factory=list)  # period starts whose reports may lag the state
     counters: dict = field(default_factory=dict)    # consumed, duplicates, quarantined:<reason>, ...
 
     def count(self, key: str, n: int = 1) -> None:
@@ -94,23 +110,45 @@ class State:
         return start - start % self.period_seconds
 
     def apply(self, header: dict, a: gb.Matrix, filename: str, load_final) -> None:
-        """Sum one validated window.  ``load_final(period)`` returns a final period's saved matrix."""
-        ps = self.period_of(header["start"])
-        p = self.periods.get(ps)
-        if p is None:
-            p = self.periods[ps] = Period(ps, ps + self.period_seconds, empty())
-        if p.matrix is None:  # late window for a period already published as final: restate it
-            p.matrix = load_final(p)
-        add_into(p.matrix, a)
-        add_into(self.cumulative, a)
-        p.windows.append(filename)
-        add_node(p.nodes, header["node"], header)
-        add_node(self.nodes, header["node"], header)
-        add_range(self.coverage, header["node"], header["run"], header["seq"])
-        self.watermarks[header["node"]] = max(self.watermarks.get(header["node"], 0), header["end"])
-        p.dirty = True
-        self.count("windows_consumed")
-        self.count("packets_consumed", header["packets"])
+        """Sum one validated window (see ``apply_batch``)."""
+        self.apply_batch([(header, a, filename)], load_final)
+
+    def apply_batch(self, items: list, load_final) -> None:
+        """Sum validated windows ``(header, matrix, filename)``.
+
+        Windows are summed per period first and each period sum is added to its
+        period and to the cumulative total once: the large running sums are
+        touched once per batch, not once per window.  ``load_final(period)``
+        returns the saved matrix of a period already published as final (a late
+        window restates it).
+        """
+        groups: dict = {}
+        for item in items:
+            groups.setdefault(self.period_of(item[0]["start"]), []).append(item)
+        sums = []
+        for ps, group in sorted(groups.items()):
+            p = self.periods.get(ps)
+            if p is None:
+                p = self.periods[ps] = Period(ps, ps + self.period_seconds, empty())
+            if p.matrix is None:
+                p.matrix = load_final(p)
+            s = sum_all([a for _, a, _ in group])
+            add_into(p.matrix, s)
+            sums.append(s)
+            p.dirty = True
+            for header, _, filename in group:
+                node = header["node"]
+                p.windows.append(filename)
+                add_node(p.nodes, node, header)
+                add_node(self.nodes, node, header)
+                add_range(self.coverage, node, header["run"], header["seq"])
+                self.watermarks[node] = max(self.watermarks.get(node, 0), header["end"])
+                self.count("windows_consumed")
+                self.count("packets_consumed", header["packets"])
+        if sums:
+            total = sum_all(sums)
+            add_into(self.cumulative, total)
+            add_into(self.delta, total)
 
     def finalize(self, done_nodes: set, known_nodes: set, grace_seconds: int) -> list[Period]:
         """Mark periods final by watermark; return those that became final (or were restated).
@@ -135,20 +173,30 @@ class State:
 
     # -- persistence (the checkpoint's header and matrices) -------------------
     def to_checkpoint(self) -> tuple[dict, dict]:
+        self.unpublished = sorted(p.start for p in self.periods.values() if p.dirty)
         header = {"period_seconds": self.period_seconds, "nodes": self.nodes, "coverage": self.coverage,
-                  "watermarks": self.watermarks, "anonymization": self.anonymization, "touched": self.touched,
-                  "counters": self.counters,
+                  "watermarks": self.watermarks, "anonymization": self.anonymization,
+                  "unpublished": self.unpublished, "counters": self.counters, "base_file": self.base_file,
                   "periods": {str(s): p.meta() for s, p in self.periods.items()}}
-        mats = {"cumulative": self.cumulative}
+        mats = {"delta": self.delta}
         for s, p in self.periods.items():
             if p.matrix is not None and not p.final:
                 mats[f"period:{s}"] = p.matrix
         return header, mats
 
+    def rebase(self, base_file: str) -> None:
+        """The cumulative sum now lives in ``base_file``; start a new, empty delta."""
+        self.base_file = base_file
+        self.delta = empty()
+
     @classmethod
-    def from_checkpoint(cls, gen: int, header: dict, mats: dict) -> "State":
-        st = cls(header["period_seconds"], gen, mats["cumulative"], header["nodes"], header["coverage"],
-                 header["watermarks"], {}, header["anonymization"], header["touched"], header["counters"])
+    def from_checkpoint(cls, gen: int, header: dict, mats: dict, base: gb.Matrix | None = None) -> "State":
+        cumulative = mats["delta"].dup()
+        if base is not None:
+            add_into(cumulative, base)
+        st = cls(header["period_seconds"], gen, cumulative, mats["delta"], header["base_file"], header["nodes"],
+                 header["coverage"], header["watermarks"], {}, header["anonymization"], header["unpublished"],
+                 header["counters"])
         for s, m in header["periods"].items():
             s = int(s)
             p = Period(m["start"], m["end"], mats.get(f"period:{s}"), m["windows"], m["nodes"], m["final"],

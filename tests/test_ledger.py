@@ -361,17 +361,17 @@ def test_state_checkpoint_round_trip(tmp_path):
     (p0,) = st.finalize(set(), {"a", "b"}, 10 * P)
     p0.version, p0.file = 1, write_period_file(tmp_path, p0.id, 1, p0.matrix)
     p0.dirty, p0.matrix = False, None
-    st.touched = [T, T + P]
     st.generation = 1
     header, mats = st.to_checkpoint()
-    assert set(mats) == {"cumulative", f"period:{T + P}"}  # final periods live in their own file
+    assert set(mats) == {"delta", f"period:{T + P}"}  # final periods live in their own file
+    assert st.unpublished == [T + P]  # the open period's report may lag the state
     name = write_checkpoint(tmp_path, 1, header, mats)
     h2, mats2 = read_checkpoint(tmp_path, name)
     back = State.from_checkpoint(1, h2, mats2)
     assert back.generation == 1 and back.period_seconds == P and back.anonymization == "key-1"
     assert back.cumulative.isequal(st.cumulative)
-    assert (back.nodes, back.coverage, back.watermarks, back.counters, back.touched) == (
-        st.nodes, st.coverage, st.watermarks, st.counters, st.touched)
+    assert (back.nodes, back.coverage, back.watermarks, back.counters, back.unpublished) == (
+        st.nodes, st.coverage, st.watermarks, st.counters, st.unpublished)
     assert sorted(back.periods) == [T, T + P]
     b0, b1 = back.periods[T], back.periods[T + P]
     assert b0.matrix is None and b0.final and b0.version == 1 and b0.file == p0.file
@@ -381,3 +381,19 @@ def test_state_checkpoint_round_trip(tmp_path):
     back.apply(hdr("c", 0, T, 1), m((1, 2, 1)), "c0", lambda p: read_checkpoint(tmp_path, p.file)[1]["period"])
     assert coo(back.periods[T].matrix) == [(1, 2, 2), (3, 4, 1)]
     assert [p.start for p in back.finalize(set(), {"a", "b", "c"}, 10 * P)] == [T]
+
+
+def test_cumulative_base_plus_delta_round_trip(tmp_path):
+    """After a rebase the checkpoint holds only the delta; base + delta restores the cumulative sum."""
+    st = _two_nodes_in_first_period()
+    base_name = write_checkpoint(tmp_path, 1, {"base": True}, {"cumulative": st.cumulative}, prefix="cumulative")
+    st.rebase(base_name)
+    assert st.delta.nvals == 0
+    st.apply(hdr("a", 1, T + P, 2), m((1, 2, 2)), "a1", no_load)
+    header, mats = st.to_checkpoint()
+    assert mats["delta"].nvals == 1 and header["base_file"] == base_name
+    name = write_checkpoint(tmp_path, 2, header, mats)
+    h2, mats2 = read_checkpoint(tmp_path, name)
+    base = read_checkpoint(tmp_path, h2["base_file"])[1]["cumulative"]
+    back = State.from_checkpoint(2, h2, mats2, base)
+    assert back.cumulative.isequal(st.cumulative) and back.delta.isequal(st.delta)

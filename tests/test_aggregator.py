@@ -1,0 +1,111 @@
+"""The aggregator library in-process on real directories: rebasing, restatements, lease, hostile entries."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import read_json
+from reference import nine, synthetic_packets
+
+from aggregator.daemon import Aggregator, AggregatorConfig
+from collector.errors import AggregatorBusy
+from collector.run import CollectorConfig, run_collector
+
+
+def collect(shared, node, spec, **kw):
+    cfg = CollectorConfig(shared, node, spec, window_packets=kw.get("window_packets", 4096),
+                          window_seconds=kw.get("window_seconds", 1))
+    return run_collector(cfg)
+
+
+def drain(shared, **kw):
+    cfg = AggregatorConfig(shared, once=True, period_seconds=kw.pop("period_seconds", 2), **kw)
+    return Aggregator(cfg).run(threading.Event())
+
+
+def test_small_batches_with_rebasing_and_restarts_equal_the_reference(shared):
+    spec = "seed=11,packets=60000,rate=20000,hosts=2000"
+    collect(shared, "a", "synthetic:" + spec)
+    # Every commit rebases the cumulative sum (threshold 1 link), one file per transaction;
+    # restart the aggregator several times part-way through.
+    for _ in range(3):
+        agg = Aggregator(AggregatorConfig(shared, once=True, period_seconds=2, batch_files=2, rebase_min_links=1))
+        agg.recover()
+        assert agg.step() == 2
+    drain(shared, batch_files=3, rebase_min_links=1)
+    doc = read_json(shared / "reports" / "cumulative.json")
+    assert doc["analytics"] == nine(*synthetic_packets(spec))
+    names = sorted(p.name for p in (shared / "aggregator" / "state").iterdir())
+    assert len(names) == 2 and names[0].startswith("checkpoint-") and names[1].startswith("cumulative-")
+
+
+def test_late_window_restates_a_final_period_and_keeps_the_old_report(shared):
+    collect(shared, "early", "synthetic:seed=1,packets=20000,rate=10000")  # 2 s of traffic: one period
+    drain(shared)
+    first = read_json(shared / "reports" / "periods" / "20260101T000000Z.json")
+    assert first["final"] and first["version"] == 1 and not first["restatement"]
+    collect(shared, "late", "synthetic:seed=2,packets=10000,rate=10000")  # same period, after it was final
+    drain(shared)
+    second = read_json(shared / "reports" / "periods" / "20260101T000000Z.json")
+    assert second["version"] == 2 and second["restatement"] and second["final"]
+    assert second["analytics"]["valid_packets"] == 30000
+    kept = read_json(shared / "reports" / "periods" / "20260101T000000Z.v1.json")
+    assert kept["analytics"] == first["analytics"]
+    a = synthetic_packets("seed=1,packets=20000,rate=10000")
+    b = synthetic_packets("seed=2,packets=10000,rate=10000")
+    assert second["analytics"] == nine(np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]]))
+    rows = sorted(p.name for p in (shared / "reports" / "history").glob("*.parquet"))
+    assert rows == ["20260101T000000Z.v1.parquet", "20260101T000000Z.v2.parquet"]
+
+
+def test_period_waits_for_a_running_node_then_grace_finalizes_it(shared):
+    collect(shared, "fast", "synthetic:seed=1,packets=40000,rate=10000")  # packet time 0..4 s
+    # A node that is running (fresh heartbeat) but has landed nothing yet holds periods open ...
+    (shared / "status" / "slow.json").write_text(json.dumps({"node": "slow", "state": "running"}))
+    drain(shared, grace_periods=5)
+    periods = {p.stem: json.loads(p.read_text()) for p in (shared / "reports" / "periods").glob("*.json")}
+    assert periods and not any(d["final"] for d in periods.values())
+    # ... until the newest data is --grace periods past them.
+    collect(shared, "fast2", "synthetic:seed=3,packets=10000,rate=10000,start=1767225620")
+    drain(shared, grace_periods=5)
+    first = read_json(shared / "reports" / "periods" / "20260101T000000Z.json")
+    assert first["final"]
+
+
+def test_stale_lease_is_taken_over_but_a_fresh_one_is_not(shared):
+    from aggregator.lease import Lease
+
+    agg_dir = shared / "aggregator"
+    holder = Lease(agg_dir, ttl=30)
+    holder.acquire()
+    with pytest.raises(AggregatorBusy, match="another aggregator"):
+        Lease(agg_dir, ttl=30).acquire()
+    # A crashed holder on another host: its lease expired and was not renewed.
+    doc = json.loads(holder.path.read_text())
+    doc.update(host="elsewhere", pid=1, expires=doc["renewed"] - 100)
+    holder.path.write_text(json.dumps(doc))
+    old = holder.path.stat().st_mtime - 100
+    os.utime(holder.path, (old, old))
+    newcomer = Lease(agg_dir, ttl=30)
+    newcomer.acquire()
+    assert json.loads(holder.path.read_text())["owner"] == newcomer.owner
+    with pytest.raises(AggregatorBusy, match="taken over"):
+        holder.renew(force=True)
+
+
+def test_symlinks_and_foreign_names_are_refused_not_followed(shared, tmp_path):
+    collect(shared, "n1", "synthetic:seed=1,packets=5000")
+    secret = tmp_path / "outside.nsw"
+    secret.write_bytes(b"not yours")
+    (shared / "nodes" / "n1" / "n1_20260101T000000Z_20260101T000001Z_aaaaaaaaaaaa-00000000.nsw").symlink_to(secret)
+    (shared / "nodes" / "n1" / "../n1/..evil").write_bytes(b"x")
+    (shared / "nodes" / "link-node").symlink_to(tmp_path)
+    drain(shared)
+    reasons = sorted(json.loads(p.read_text())["reason"] for p in (shared / "quarantine").glob("*/*.reason.json"))
+    assert reasons == ["not_regular_file"]
+    assert secret.read_bytes() == b"not yours"  # the target was neither read into a report nor moved
+    assert read_json(shared / "reports" / "cumulative.json")["analytics"]["valid_packets"] == 5000
