@@ -61,24 +61,33 @@ def _max(v) -> int:
     return int(v.reduce(monoid.max).new().value) if v.nvals else 0
 
 
-def analyze(A: gb.Matrix) -> Analytics:
-    """The nine Graph Challenge analytics of ``A``."""
+@dataclass(frozen=True)
+class _Reductions:
+    out_packets: gb.Vector  # A1
+    in_packets: gb.Vector   # 1'A
+    fanout: gb.Vector       # |A|_0 1
+    fanin: gb.Vector        # 1'|A|_0
+
+
+def _reduce(A: gb.Matrix) -> _Reductions:
+    # Column reductions of a hypersparse matrix cost a transpose; do each once per report.
+    return _Reductions(A.reduce_rowwise(monoid.plus).new(), A.reduce_columnwise(monoid.plus).new(),
+                       A.reduce_rowwise(agg.count).new(), A.reduce_columnwise(agg.count).new())
+
+
+def _analytics(A: gb.Matrix, r: _Reductions) -> Analytics:
     if A.nvals == 0:
         return Analytics(0, 0, 0, 0, 0, 0, 0, 0, 0)
-    out_packets = A.reduce_rowwise(monoid.plus).new()
-    in_packets = A.reduce_columnwise(monoid.plus).new()
-    fanout = A.reduce_rowwise(agg.count).new()
-    fanin = A.reduce_columnwise(agg.count).new()
     return Analytics(
         valid_packets=int(A.reduce_scalar(monoid.plus).new().value),
         unique_links=int(A.nvals),
         max_link_packets=int(A.reduce_scalar(monoid.max).new().value),
-        unique_sources=int(out_packets.nvals),
-        max_source_packets=_max(out_packets),
-        max_source_fanout=_max(fanout),
-        unique_destinations=int(in_packets.nvals),
-        max_destination_packets=_max(in_packets),
-        max_destination_fanin=_max(fanin),
+        unique_sources=int(r.out_packets.nvals),
+        max_source_packets=_max(r.out_packets),
+        max_source_fanout=_max(r.fanout),
+        unique_destinations=int(r.in_packets.nvals),
+        max_destination_packets=_max(r.in_packets),
+        max_destination_fanin=_max(r.fanin),
     )
 
 
@@ -99,15 +108,30 @@ def _top(vals: np.ndarray, n: int, *keys: np.ndarray) -> tuple:
     return tuple(tuple(int(kk[i]) for kk in keys) + (int(vals[i]),) for i in sel)
 
 
-def top_talkers(A: gb.Matrix, n: int = 10) -> Top:
-    """Top-N sources/destinations by packets, links by packets, and by fan-out/fan-in."""
+def _top_talkers(A: gb.Matrix, r: _Reductions, n: int) -> Top:
     if A.nvals == 0:
         return Top((), (), (), (), ())
     rows, cols, vals = A.to_coo()
     return Top(
-        sources=_top_vector(A.reduce_rowwise(monoid.plus).new(), n),
-        destinations=_top_vector(A.reduce_columnwise(monoid.plus).new(), n),
+        sources=_top_vector(r.out_packets, n),
+        destinations=_top_vector(r.in_packets, n),
         links=_top(vals, n, rows, cols),
-        source_fanout=_top_vector(A.reduce_rowwise(agg.count).new(), n),
-        destination_fanin=_top_vector(A.reduce_columnwise(agg.count).new(), n),
+        source_fanout=_top_vector(r.fanout, n),
+        destination_fanin=_top_vector(r.fanin, n),
     )
+
+
+def analyze(A: gb.Matrix) -> Analytics:
+    """The nine Graph Challenge analytics of ``A``."""
+    return _analytics(A, _reduce(A))
+
+
+def top_talkers(A: gb.Matrix, n: int = 10) -> Top:
+    """Top-N sources/destinations by packets, links by packets, and by fan-out/fan-in."""
+    return _top_talkers(A, _reduce(A), n)
+
+
+def summarize(A: gb.Matrix, n: int = 10) -> tuple[Analytics, Top]:
+    """``(analyze(A), top_talkers(A, n))`` computing each reduction of ``A`` once."""
+    r = _reduce(A)
+    return _analytics(A, r), _top_talkers(A, r, n)

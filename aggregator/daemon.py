@@ -23,7 +23,7 @@ from collector.errors import BadWindowFile, LandingError, NetsenseError
 from collector.layout import Layout, iso
 
 from . import reports
-from .analytics import analyze, top_talkers
+from .analytics import summarize
 from .lease import Lease
 from .ledger import Ledger, prune_checkpoints, read_checkpoint, write_checkpoint, write_period_file
 from .state import Period, State
@@ -275,7 +275,8 @@ class Aggregator:
         todo = [p for p in st.periods.values() if p.dirty and (p.final or due)]
         for p in sorted(todo, key=lambda p: p.start):
             m = p.matrix if p.matrix is not None else self.load_final(p)
-            doc = reports.report_doc(kind="period", analytics=analyze(m), top=top_talkers(m, self.cfg.top_n),
+            analytics, top = summarize(m, self.cfg.top_n)
+            doc = reports.report_doc(kind="period", analytics=analytics, top=top,
                                      nodes=p.nodes, generation=st.generation, anonymization=st.anonymization,
                                      windows=p.windows, period=(p.start, p.end), final=p.final,
                                      version=p.version, restatement=p.version > 1, generated=now)
@@ -286,8 +287,8 @@ class Aggregator:
                 p.matrix = None  # its sum lives in aggregator/periods/; memory stays flat
         if not (due and (self._cumulative_gen != st.generation or force)):
             return
-        doc = reports.report_doc(kind="cumulative", analytics=analyze(st.cumulative),
-                                 top=top_talkers(st.cumulative, self.cfg.top_n), nodes=st.nodes,
+        analytics, top = summarize(st.cumulative, self.cfg.top_n)
+        doc = reports.report_doc(kind="cumulative", analytics=analytics, top=top, nodes=st.nodes,
                                  generation=st.generation, anonymization=st.anonymization,
                                  windows=st.coverage, generated=now)
         doc["periods"] = {"count": len(st.periods), "final": sum(p.final for p in st.periods.values())}
