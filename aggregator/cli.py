@@ -9,6 +9,7 @@ import click
 
 from collector.cli import setup_logging, stop_on_signals
 from collector.errors import NetsenseError
+from collector.layout import check_node
 from collector.winfile import load_secret
 
 from .daemon import AggregatorConfig, run_aggregator
@@ -17,6 +18,13 @@ from .status import format_status, gather_status, load_report
 
 SHARED = click.option("--shared", required=True, type=click.Path(file_okay=False, path_type=Path),
                       help="The shared directory the collectors land in.")
+
+
+def default_parent_node() -> str:
+    import re
+    import socket
+
+    return "agg-" + (re.sub(r"[^a-z0-9.-]", "-", socket.gethostname().lower()).strip("-.") or "host")[:58]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,10 +54,14 @@ def main():
               help="Window files larger than this are quarantined unread.")
 @click.option("--secret", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Shared secret file: quarantine every window without a valid HMAC for it (bad_hmac).")
+@click.option("--parent", type=click.Path(file_okay=False, path_type=Path),
+              help="Hierarchical aggregation: also land each final period sum as a window file in this parent "
+                   "shared directory, where another aggregator sums it (rack -> site -> global).")
+@click.option("--parent-node", help="Node name to land under in --parent (default: agg-<hostname>).")
 @click.option("-v", "--verbose", count=True)
 @click.option("-q", "--quiet", is_flag=True)
 def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, batch_files, top_n,
-        max_file_bytes, secret, verbose, quiet):
+        max_file_bytes, secret, parent, parent_node, verbose, quiet):
     """Aggregate landed windows into SHARED/reports/ (daemon, or --once).
 
     Only one aggregator may run per shared directory; a second one refuses to
@@ -59,7 +71,8 @@ def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, b
     stop = stop_on_signals()
     try:
         cfg = AggregatorConfig(shared, once, observer, period_seconds, grace_periods, rescan_seconds, batch_files,
-                               top_n, max_file_bytes, secret=load_secret(secret) if secret else None)
+                               top_n, max_file_bytes, secret=load_secret(secret) if secret else None,
+                               parent=parent, parent_node=check_node(parent_node or default_parent_node()))
         run_aggregator(cfg, stop)
     except NetsenseError as e:
         raise click.ClickException(str(e)) from None

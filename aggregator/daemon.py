@@ -27,6 +27,7 @@ from .analytics import summarize
 from .lease import Lease
 from .ledger import Ledger, prune_checkpoints, read_checkpoint, write_checkpoint, write_period_file
 from .state import Period, State
+from .upstream import Upstream
 from .watch import Wakeup, choose_observer, scan
 
 log = logging.getLogger("netsense.aggregator")
@@ -48,6 +49,8 @@ class AggregatorConfig:
     secret: bytes | None = None       # require a valid HMAC on every window
     report_seconds: float = 1.0       # provisional and cumulative reports at most this often while busy
     rebase_min_links: int = 1 << 20   # never rewrite the cumulative base for a smaller delta
+    parent: Path | None = None        # land final period sums as windows in this shared directory
+    parent_node: str | None = None    # ... under this node name
 
 
 class Aggregator:
@@ -63,6 +66,8 @@ class Aggregator:
         self._status_cache: dict = {}
         self._problems_seen: set = set()
         self._last_report = 0.0
+        self.upstream = (Upstream(cfg.parent, cfg.parent_node or "", f"aggregator:{Path(cfg.shared).resolve()}",
+                                  cfg.secret) if cfg.parent else None)
         self._cumulative_gen = -1
 
     # -- start-up -------------------------------------------------------------
@@ -90,6 +95,7 @@ class Aggregator:
         else:
             self.state = State(self.cfg.period_seconds)
             prune_checkpoints(self.ckpt_dir, "")
+        self.state.upstream = self.upstream is not None
 
     # -- helpers ----------------------------------------------------------------
     def quarantine(self, path: Path, node_dir: str, reason: str, detail: str = "") -> None:
@@ -240,6 +246,7 @@ class Aggregator:
             if p.file:
                 old_files.append(p.file)
             p.file = write_period_file(self.period_dir, p.id, gen, p.matrix)
+        st.queue_upstream(finalized)
         if st.delta.nvals > max(self.cfg.rebase_min_links, st.cumulative.nvals // 4):
             # Rewrite the cumulative base only when the delta has grown to a quarter of it:
             # each commit then costs O(delta), and rebasing adds O(1) amortized per entry.
@@ -251,6 +258,8 @@ class Aggregator:
         self.ledger.commit(gen, name, consumed)  # <- the commit point
         log.info("generation %d committed: %d window(s), %d period(s) final", gen, len(consumed), len(finalized))
         self.publish()
+        if self.upstream:
+            self.upstream.push(st)
         prune_checkpoints(self.ckpt_dir, name, st.base_file)
         for f in old_files:
             try:
@@ -325,6 +334,9 @@ class Aggregator:
                 n = self.step()
                 self.lease.renew()
                 self.write_status()
+                if self.upstream:
+                    self.upstream.push(self.state)  # retries what a failing parent refused
+                    self.upstream.write_status(self.state)
                 if n:
                     continue  # more may be waiting: drain before sleeping
                 self.publish(force=self._cumulative_gen != self.state.generation)  # idle: catch reports up
@@ -336,6 +348,10 @@ class Aggregator:
         finally:
             if watcher:
                 watcher.stop()
+            if self.upstream and hasattr(self, "state"):
+                done = self.cfg.once and not self.state.upstream_pending and all(
+                    p.final for p in self.state.periods.values())
+                self.upstream.write_status(self.state, "finished" if done else "stopped", force=True)
             self.lease.release()
         c = {**self.state.counters, **self.run_counters, "generation": self.ledger.generation}
         log.info("aggregator stopping: %s", c)

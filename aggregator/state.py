@@ -7,6 +7,7 @@ cumulative sum split into a base file and a delta.
 """
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 
 import graphblas as gb
@@ -76,6 +77,8 @@ class Period:
     version: int = 0       # final versions published; 0 while provisional
     file: str | None = None  # aggregator/periods/... holding the matrix once final
     dirty: bool = False    # changed since its last published report
+    upstream_delta: gb.Matrix | None = None  # late windows since the last upstream landing (not persisted:
+                                             # it becomes an upstream window in the same transaction)
 
     @property
     def id(self) -> str:
@@ -102,6 +105,13 @@ class State:
     anonymization: str | None = None
     unpublished: list = field(default_factory=list)  # period starts whose reports may lag the state
     counters: dict = field(default_factory=dict)    # consumed, duplicates, quarantined:<reason>, ...
+    # Hierarchical aggregation: final period sums (and restatement deltas) waiting to be
+    # landed in a parent shared directory as ordinary window files.
+    upstream: bool = False
+    instance: str = field(default_factory=lambda: secrets.token_hex(6))  # the upstream "run"
+    upstream_seq: int = 0
+    upstream_pending: list = field(default_factory=list)  # [{"seq", "start", "end", "packets"}]
+    upstream_mats: dict = field(default_factory=dict)     # seq -> matrix
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
@@ -133,6 +143,9 @@ class State:
             if p.matrix is None:
                 p.matrix = load_final(p)
             s = sum_all([a for _, a, _ in group])
+            if p.final and self.upstream:  # a restatement: the parent needs exactly the late part
+                p.upstream_delta = s.dup() if p.upstream_delta is None else p.upstream_delta.ewise_add(
+                    s, binary.plus).new()
             add_into(p.matrix, s)
             sums.append(s)
             p.dirty = True
@@ -171,14 +184,37 @@ class State:
                 out.append(p)
         return out
 
+    def queue_upstream(self, finalized: list[Period]) -> None:
+        """Queue what the parent has not seen: a first final version whole, a restatement as its delta."""
+        if not self.upstream:
+            return
+        for p in finalized:
+            m = p.matrix.dup() if p.version == 1 else p.upstream_delta
+            p.upstream_delta = None
+            if m is None:
+                continue
+            packets = int(m.reduce_scalar("plus").new().value or 0) if m.nvals else 0
+            self.upstream_pending.append({"seq": self.upstream_seq, "start": p.start, "end": p.end,
+                                          "packets": packets, "version": p.version})
+            self.upstream_mats[self.upstream_seq] = m
+            self.upstream_seq += 1
+
+    def upstream_landed(self, seq: int) -> None:
+        self.upstream_pending = [u for u in self.upstream_pending if u["seq"] != seq]
+        self.upstream_mats.pop(seq, None)
+
     # -- persistence (the checkpoint's header and matrices) -------------------
     def to_checkpoint(self) -> tuple[dict, dict]:
         self.unpublished = sorted(p.start for p in self.periods.values() if p.dirty)
         header = {"period_seconds": self.period_seconds, "nodes": self.nodes, "coverage": self.coverage,
                   "watermarks": self.watermarks, "anonymization": self.anonymization,
                   "unpublished": self.unpublished, "counters": self.counters, "base_file": self.base_file,
+                  "instance": self.instance, "upstream_seq": self.upstream_seq,
+                  "upstream_pending": self.upstream_pending,
                   "periods": {str(s): p.meta() for s, p in self.periods.items()}}
         mats = {"delta": self.delta}
+        for u in self.upstream_pending:
+            mats[f"upstream:{u['seq']}"] = self.upstream_mats[u["seq"]]
         for s, p in self.periods.items():
             if p.matrix is not None and not p.final:
                 mats[f"period:{s}"] = p.matrix
@@ -196,7 +232,9 @@ class State:
             add_into(cumulative, base)
         st = cls(header["period_seconds"], gen, cumulative, mats["delta"], header["base_file"], header["nodes"],
                  header["coverage"], header["watermarks"], {}, header["anonymization"], header["unpublished"],
-                 header["counters"])
+                 header["counters"], instance=header["instance"], upstream_seq=header["upstream_seq"],
+                 upstream_pending=header["upstream_pending"])
+        st.upstream_mats = {u["seq"]: mats[f"upstream:{u['seq']}"] for u in st.upstream_pending}
         for s, m in header["periods"].items():
             s = int(s)
             p = Period(m["start"], m["end"], mats.get(f"period:{s}"), m["windows"], m["nodes"], m["final"],
