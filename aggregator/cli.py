@@ -13,6 +13,7 @@ from collector.layout import check_node
 from collector.winfile import load_secret
 
 from .daemon import AggregatorConfig, run_aggregator
+from .retention import RetentionPolicy
 from .reports import format_table
 from .status import format_status, gather_status, load_report
 
@@ -54,6 +55,10 @@ def main():
               help="Window files larger than this are quarantined unread.")
 @click.option("--secret", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Shared secret file: quarantine every window without a valid HMAC for it (bad_hmac).")
+@click.option("--retain-days", type=click.FloatRange(min=0), default=None,
+              help="Delete archived (consumed) window files older than this many days. Reports are kept.")
+@click.option("--retain-gb", type=click.FloatRange(min=0), default=None,
+              help="Delete the oldest archived window files while the archive exceeds this size.")
 @click.option("--parent", type=click.Path(file_okay=False, path_type=Path),
               help="Hierarchical aggregation: also land each final period sum as a window file in this parent "
                    "shared directory, where another aggregator sums it (rack -> site -> global).")
@@ -61,7 +66,7 @@ def main():
 @click.option("-v", "--verbose", count=True)
 @click.option("-q", "--quiet", is_flag=True)
 def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, batch_files, top_n,
-        max_file_bytes, secret, parent, parent_node, verbose, quiet):
+        max_file_bytes, secret, retain_days, retain_gb, parent, parent_node, verbose, quiet):
     """Aggregate landed windows into SHARED/reports/ (daemon, or --once).
 
     Only one aggregator may run per shared directory; a second one refuses to
@@ -72,6 +77,8 @@ def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, b
     try:
         cfg = AggregatorConfig(shared, once, observer, period_seconds, grace_periods, rescan_seconds, batch_files,
                                top_n, max_file_bytes, secret=load_secret(secret) if secret else None,
+                               retention=RetentionPolicy(None if retain_days is None else retain_days * 86400,
+                                                         None if retain_gb is None else int(retain_gb * 2**30)),
                                parent=parent, parent_node=check_node(parent_node or default_parent_node()))
         run_aggregator(cfg, stop)
     except NetsenseError as e:

@@ -27,6 +27,7 @@ from .analytics import summarize
 from .lease import Lease
 from .ledger import Ledger, prune_checkpoints, read_checkpoint, write_checkpoint, write_period_file
 from .state import Period, State
+from .retention import RetentionPolicy, enforce
 from .upstream import Upstream
 from .watch import Wakeup, choose_observer, scan
 
@@ -49,6 +50,8 @@ class AggregatorConfig:
     secret: bytes | None = None       # require a valid HMAC on every window
     report_seconds: float = 1.0       # provisional and cumulative reports at most this often while busy
     rebase_min_links: int = 1 << 20   # never rewrite the cumulative base for a smaller delta
+    retention: RetentionPolicy = RetentionPolicy()
+    retention_interval: float = 300.0
     parent: Path | None = None        # land final period sums as windows in this shared directory
     parent_node: str | None = None    # ... under this node name
 
@@ -66,6 +69,7 @@ class Aggregator:
         self._status_cache: dict = {}
         self._problems_seen: set = set()
         self._last_report = 0.0
+        self._last_retention = 0.0
         self.upstream = (Upstream(cfg.parent, cfg.parent_node or "", f"aggregator:{Path(cfg.shared).resolve()}",
                                   cfg.secret) if cfg.parent else None)
         self._cumulative_gen = -1
@@ -337,6 +341,11 @@ class Aggregator:
                 if self.upstream:
                     self.upstream.push(self.state)  # retries what a failing parent refused
                     self.upstream.write_status(self.state)
+                if self.cfg.retention.active and (self.cfg.once or
+                                                  time.time() - self._last_retention > self.cfg.retention_interval):
+                    self._last_retention = time.time()
+                    deleted, freed = enforce(self.layout.root / "archive", self.cfg.retention)
+                    self.state.count("archive_files_deleted", deleted)
                 if n:
                     continue  # more may be waiting: drain before sleeping
                 self.publish(force=self._cumulative_gen != self.state.generation)  # idle: catch reports up

@@ -13,6 +13,7 @@ from pathlib import Path
 from collector.errors import NetsenseError
 from collector.layout import PERIOD_ID, Layout
 
+SKEW_LIMIT = 5.0   # seconds between a node's clock and the shared file system's before we flag it
 STALE_FACTOR = 3   # missed heartbeats before a running node is shown as stale
 DOWN_FACTOR = 12   # ... and as down
 
@@ -65,12 +66,20 @@ def gather_status(shared: Path) -> dict:
         if not d or not isinstance(d.get("node"), str):
             continue
         n = d["node"]
+        # The heartbeat is the node's clock just before the write; the file's mtime is set by
+        # the file system (the NFS server's clock on NFS). Their gap is the node's clock skew
+        # (plus write latency, well under a second).
+        try:
+            skew = round(float(d.get("heartbeat", 0)) - p.stat().st_mtime, 1)
+        except (OSError, TypeError, ValueError):
+            skew = None
         nodes[n] = {"health": health(d, now), "host": d.get("host"), "source": d.get("source"),
                     "heartbeat_age_s": round(now - float(d.get("heartbeat", now)), 1),
                     "windows_landed": d.get("windows_landed", 0), "packets_landed": d.get("packets", 0),
                     "windows_consumed": consumed.get(n, {}).get("windows", 0),
                     "packets_consumed": consumed.get(n, {}).get("packets", 0),
-                    "watermark": agg.get("watermarks", {}).get(n)}
+                    "watermark": agg.get("watermarks", {}).get(n), "clock_skew_s": skew,
+                    "clock_skewed": skew is not None and abs(skew) > SKEW_LIMIT}
     for n, s in consumed.items():
         nodes.setdefault(n, {"health": "no status file", "windows_landed": None, "packets_landed": None,
                              "windows_consumed": s["windows"], "packets_consumed": s["packets"],

@@ -109,3 +109,39 @@ def test_symlinks_and_foreign_names_are_refused_not_followed(shared, tmp_path):
     assert reasons == ["not_regular_file"]
     assert secret.read_bytes() == b"not yours"  # the target was neither read into a report nor moved
     assert read_json(shared / "reports" / "cumulative.json")["analytics"]["valid_packets"] == 5000
+
+
+def test_retention_deletes_oldest_archived_windows_by_age_and_size(shared):
+    from aggregator.retention import RetentionPolicy, enforce
+
+    collect(shared, "n1", "synthetic:seed=1,packets=40000")
+    drain(shared)
+    files = sorted((shared / "archive" / "n1").glob("*.nsw"))
+    assert len(files) == 10
+    for i, f in enumerate(files):  # file i is 10 - i days old
+        t = 1_800_000_000 - (10 - i) * 86400
+        os.utime(f, (t, t))
+    now = 1_800_000_000
+    assert enforce(shared / "archive", RetentionPolicy(max_age_seconds=7.5 * 86400), now)[0] == 3
+    remaining = sorted((shared / "archive" / "n1").glob("*.nsw"))
+    assert remaining == files[3:]
+    cap = sum(f.stat().st_size for f in remaining[-2:])
+    assert enforce(shared / "archive", RetentionPolicy(max_bytes=cap), now)[0] == 5
+    assert sorted((shared / "archive" / "n1").glob("*.nsw")) == files[-2:]
+    assert (shared / "reports" / "cumulative.json").exists()
+
+
+def test_status_flags_a_node_whose_clock_is_skewed(shared):
+    import time
+
+    from aggregator.status import format_status, gather_status
+
+    (shared / "status").mkdir()
+    now = time.time()
+    for node, skew in (("good", 0.0), ("ahead", 120.0)):
+        (shared / "status" / f"{node}.json").write_text(json.dumps(
+            {"node": node, "state": "running", "heartbeat": now + skew, "status_interval": 5}))
+    doc = gather_status(shared)
+    assert not doc["nodes"]["good"]["clock_skewed"]
+    assert doc["nodes"]["ahead"]["clock_skewed"] and 110 < doc["nodes"]["ahead"]["clock_skew_s"] < 130
+    assert "ahead (+120s)" in format_status(doc)
