@@ -42,10 +42,10 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def health(doc: dict, now: float) -> str:
+def health(doc: dict, age: float) -> str:
+    """``age``: seconds since the status file was last written, by the file system's clock."""
     if doc.get("state") != "running":
         return doc.get("state", "unknown")
-    age = now - float(doc.get("heartbeat", 0))
     interval = float(doc.get("status_interval", 5.0))
     if age > DOWN_FACTOR * interval:
         return "down"
@@ -70,11 +70,12 @@ def gather_status(shared: Path) -> dict:
         # the file system (the NFS server's clock on NFS). Their gap is the node's clock skew
         # (plus write latency, well under a second).
         try:
-            skew = round(float(d.get("heartbeat", 0)) - p.stat().st_mtime, 1)
+            mtime = p.stat().st_mtime
+            skew = round(float(d.get("heartbeat", 0)) - mtime, 1)
         except (OSError, TypeError, ValueError):
-            skew = None
-        nodes[n] = {"health": health(d, now), "host": d.get("host"), "source": d.get("source"),
-                    "heartbeat_age_s": round(now - float(d.get("heartbeat", now)), 1),
+            mtime, skew = now, None
+        nodes[n] = {"health": health(d, now - mtime), "host": d.get("host"), "source": d.get("source"),
+                    "heartbeat_age_s": round(now - mtime, 1),
                     "windows_landed": d.get("windows_landed", 0), "packets_landed": d.get("packets", 0),
                     "windows_consumed": consumed.get(n, {}).get("windows", 0),
                     "packets_consumed": consumed.get(n, {}).get("packets", 0),
@@ -101,6 +102,9 @@ def format_status(doc: dict) -> str:
         lines.append(f"{n:<20} {s['health']:<10} {'' if age is None else f'{age:.0f}s':>7} "
                      f"{'' if s['windows_landed'] is None else s['windows_landed']:>8} {s['windows_consumed']:>9} "
                      f"{s['packets_consumed']:>17,}")
+    skewed = [f"{n} ({s['clock_skew_s']:+.0f}s)" for n, s in sorted(doc["nodes"].items()) if s.get("clock_skewed")]
+    if skewed:
+        lines.append(f"clock skew against the shared file system above {SKEW_LIMIT:.0f}s: " + ", ".join(skewed))
     agg = doc["aggregator"]
     lines.append("")
     if agg:
