@@ -48,7 +48,7 @@ class AggregatorConfig:
     max_file_bytes: int = 1 << 30
     lease_ttl: float = 30.0
     secret: bytes | None = None       # require a valid HMAC on every window
-    report_seconds: float = 1.0       # provisional and cumulative reports at most this often while busy
+    report_seconds: float = 0.5       # provisional and cumulative reports at most this often while busy
     rebase_min_links: int = 1 << 20   # never rewrite the cumulative base for a smaller delta
     retention: RetentionPolicy = RetentionPolicy()
     retention_interval: float = 300.0

@@ -205,12 +205,12 @@ COMPRESSED_MAGICS = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd")
 
 def looks_like_capture(path: Path) -> bool:
     """Whether a file starts with a capture magic (looking inside .gz/.zst)."""
-    from .pcap import CaptureError, open_capture
+    from .pcap import open_capture
 
     try:
         with open_capture(path) as f:
             return f.read(4) in CAPTURE_MAGICS
-    except (OSError, EOFError, CaptureError):
+    except Exception:  # unreadable, corrupt .gz (zlib.error), missing zstandard (CaptureError), ...
         return False
 
 

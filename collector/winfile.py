@@ -55,13 +55,15 @@ def _mac(secret: bytes, header: dict) -> str:
     return hmac.new(secret, _canonical(unsigned), hashlib.sha256).hexdigest()
 
 
-def encode(header: dict, blobs: dict[str, gb.Matrix], secret: bytes | None = None) -> bytes:
-    """Serialize matrices and a JSON header into one container.
+@dataclass(frozen=True)
+class Payload:
+    """Serialized matrices ready to be packed under any header (serialize once, pack many)."""
 
-    With ``secret``, the header carries ``hmac``: HMAC-SHA256 over the canonical
-    JSON of the rest of the header, which includes the payload's SHA-256, so the
-    MAC covers every byte that matters.
-    """
+    table: dict   # the header's "payload" object
+    data: bytes
+
+
+def serialize(blobs: dict[str, gb.Matrix]) -> Payload:
     parts, entries, offset = [], [], 0
     for name, m in blobs.items():
         raw = m.ss.serialize("zstd", level=ZSTD_LEVEL)
@@ -70,15 +72,30 @@ def encode(header: dict, blobs: dict[str, gb.Matrix], secret: bytes | None = Non
                         "nrows": int(m.nrows), "ncols": int(m.ncols), "dtype": str(m.dtype)})
         parts.append(b)
         offset += len(b)
-    payload = b"".join(parts)
+    data = b"".join(parts)
+    return Payload({"codec": CODEC, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                    "blobs": entries}, data)
+
+
+def pack(header: dict, payload: Payload, secret: bytes | None = None) -> bytes:
+    """Prefix + header (with the payload table and, with ``secret``, an HMAC) + payload."""
     h = dict(header)
-    h["payload"] = {"codec": CODEC, "bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest(),
-                    "blobs": entries}
+    h["payload"] = payload.table
     if secret is not None:
         h["hmac"] = _mac(secret, h)
     hb = _canonical(h)
-    prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(hb), len(payload), zlib.crc32(hb), 0)
-    return prefix + hb + payload
+    prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(hb), len(payload.data), zlib.crc32(hb), 0)
+    return prefix + hb + payload.data
+
+
+def encode(header: dict, blobs: dict[str, gb.Matrix], secret: bytes | None = None) -> bytes:
+    """Serialize matrices and a JSON header into one container.
+
+    With ``secret``, the header carries ``hmac``: HMAC-SHA256 over the canonical
+    JSON of the rest of the header, which includes the payload's SHA-256, so the
+    MAC covers every byte that matters.
+    """
+    return pack(header, serialize(blobs), secret)
 
 
 @dataclass(frozen=True)
