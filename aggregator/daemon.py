@@ -216,7 +216,7 @@ class Aggregator:
                     continue
                 a = winfile.check_window(parsed, c.name)
                 anon = parsed.header["anonymization"]
-                if self.state.nodes and anon != self.state.anonymization:
+                if (self.state.nodes or items) and anon != self.state.anonymization:
                     raise BadWindowFile("anonymization_mismatch",
                                         f"window key {anon}, this directory's reports use {self.state.anonymization}")
                 self.state.anonymization = anon

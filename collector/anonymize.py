@@ -82,6 +82,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .errors import ConfigError
+
 __all__ = [
     "Anonymizer", "KeyFileError", "KeyState", "CIPHERS",
     "parse_keyfile", "format_keyfile", "generate_keystate",
@@ -100,7 +102,7 @@ MAX_BLK_LENGTH = 32     # cryptopANT's bound on every key-file field, in bytes
 _M32 = 0xFFFFFFFF
 
 
-class KeyFileError(ValueError):
+class KeyFileError(ConfigError, ValueError):
     """A key file that cryptopANT would reject (or that this module cannot use)."""
 
 

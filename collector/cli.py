@@ -62,10 +62,18 @@ def main():
 @click.option("--secret", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Shared secret file: sign every window with an HMAC that an aggregator run with the same "
                    "--secret requires.")
+@click.option("--anonymize", "anonymize_key", type=click.Path(dir_okay=False, path_type=Path),
+              help="Anonymize addresses with prefix-preserving Crypto-PAn, compatible with cryptopANT's "
+                   "scramble_ip4, using this cryptopANT key file (created with mode 0600 if missing). "
+                   "The key's fingerprint is recorded in every window.")
+@click.option("--pass-bits", default=16, show_default=True, type=click.IntRange(0, 32),
+              help="Top address bits passed through unchanged when anonymizing (the Graph Challenge used 16).")
+@click.option("--cipher", type=click.Choice(["aes", "blowfish"]), default="aes", show_default=True,
+              help="Cipher for a newly created key file.")
 @click.option("-v", "--verbose", count=True, help="Log every landed window.")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 def run(shared, node, source, window_packets, window_seconds, status_interval, max_gap_windows, spool_bytes, secret,
-        verbose, quiet):
+        anonymize_key, pass_bits, cipher, verbose, quiet):
     """Collect traffic from SOURCE and land windows in SHARED/nodes/NODE/.
 
     A finite source (a capture file, synthetic with packets=N) exits 0 once every
@@ -82,7 +90,14 @@ def run(shared, node, source, window_packets, window_seconds, status_interval, m
     cfg = CollectorConfig(shared, node.strip(), source, window_packets, window_seconds, status_interval,
                           max_gap_windows, spool_bytes)
     try:
-        summary = run_collector(cfg, stop, secret=load_secret(secret) if secret else None)
+        anonymizer = None
+        if anonymize_key:
+            from .anonymize import Anonymizer
+
+            anonymizer = Anonymizer.from_keyfile(anonymize_key, pass_bits=pass_bits, cipher=cipher)
+            logging.getLogger("netsense.collector").info("anonymizing with key %s (%s)", anonymize_key,
+                                                         anonymizer.fingerprint)
+        summary = run_collector(cfg, stop, secret=load_secret(secret) if secret else None, anonymizer=anonymizer)
     except NetsenseError as e:
         raise click.ClickException(str(e)) from None
     if summary.windows_dropped:

@@ -439,3 +439,38 @@ def test_portable_build_falls_back_without_aborting(tmp_path):
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", str(int(ipaddress.IPv4Address("217.247.204.108")))]
+
+
+def test_collector_cli_anonymizes_and_aggregator_keeps_keys_apart(tmp_path):
+    """End to end: windows carry the key fingerprint; another key's windows are never summed in."""
+    import json
+    import os
+
+    from conftest import read_json, run_cli
+
+    shared = tmp_path / "shared"
+    key = tmp_path / "k.cryptopant"
+    args = ["--shared", str(shared), "--window-packets", "5000", "--source", "synthetic:seed=1,packets=12000"]
+    r = run_cli("collector", "run", "--node", "anon1", "--anonymize", str(key), *args)
+    assert r.returncode == 0, r.stderr
+    assert os.stat(key).st_mode & 0o777 == 0o600
+    fp = Anonymizer.from_keyfile(key).fingerprint
+    r = run_cli("collector", "run", "--node", "anon2", "--anonymize", str(tmp_path / "other.key"), *args)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("aggregator", "run", "--shared", str(shared), "--once")
+    assert r.returncode == 0, r.stderr
+    doc = read_json(shared / "reports" / "cumulative.json")
+    assert doc["anonymization"] == fp
+    assert set(doc["nodes"]) == {"anon1"}  # first in scan order; anon2's windows are refused
+    refused = {json.loads(p.read_text())["reason"] for p in (shared / "quarantine").glob("*/*.reason.json")}
+    assert refused == {"anonymization_mismatch"}
+    # The anonymized matrix is the plain one with addresses mapped through the key.
+    from collector.synthetic import SyntheticSpec, generate
+    from reference import nine
+    import numpy as np
+
+    rec = list(generate(SyntheticSpec.parse("seed=1,packets=12000")))
+    src = np.concatenate([x.src for x in rec])
+    dst = np.concatenate([x.dst for x in rec])
+    an = Anonymizer.from_keyfile(key)
+    assert doc["analytics"] == nine(an.anonymize(src), an.anonymize(dst))
