@@ -1,8 +1,10 @@
 """``netsense-collector``: a thin click layer over ``collector.run``."""
 from __future__ import annotations
 
+import json
 import logging
 import signal
+import time
 import sys
 import threading
 from pathlib import Path
@@ -103,3 +105,70 @@ def run(shared, node, source, window_packets, window_seconds, status_interval, m
     if summary.windows_dropped:
         raise click.ClickException(f"{summary.windows_dropped} window(s) ({summary.packets_dropped} packets) "
                                    f"could not be landed and were dropped")
+
+
+@main.command("import-graphchallenge")
+@click.argument("tars", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--shared", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--node", required=True, help="Node name for the imported windows (one per data set).")
+@click.option("--start", default=None, help="UTC start of the first window (ISO 8601 or epoch seconds); default: "
+                                            "the stamp in the tar's name (pcap2grb writes one), else 1970.")
+@click.option("--window-seconds", default=60, show_default=True, type=click.IntRange(min=1),
+              help="Time span given to each matrix: the tars carry no timestamps.")
+@click.option("--no-byteswap", is_flag=True, help="Indices are already big-endian (pcap2grb -S).")
+def import_graphchallenge(tars, shared, node, start, window_seconds, no_byteswap):
+    """Land Graph Challenge traffic-matrix tars (N.grb members) as window files.
+
+    The challenge stores each address as its network-order bytes read as a
+    little-endian integer; indices are byte-swapped into netsense's big-endian
+    convention unless --no-byteswap. Re-importing a tar lands nothing twice.
+    """
+    from datetime import datetime
+
+    from . import landing
+    from .graphchallenge import import_tar, tar_name_time
+    from .layout import Layout, check_node, iso
+
+    setup_logging(0, False)
+    try:
+        check_node(node)
+        t, last = 0, None
+        for tar in tars:
+            if start is not None and t == 0:
+                t = int(start) if start.isdigit() else int(datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp())
+            elif t == 0:
+                t = tar_name_time(tar) or 0
+            s = import_tar(tar, shared, node, start=t, window_seconds=window_seconds, byteswap=not no_byteswap)
+            t += s.members * window_seconds
+            click.echo(f"{tar}: {s.members} members, {s.landed} landed, {s.already_present} already present, "
+                       f"{s.bad} bad, {s.packets:,} packets")
+            last = s.files[-1] if s.files else last
+        # A finished "collector" status lets the aggregator finalize periods without waiting out the grace.
+        from .layout import WindowName
+
+        wn = WindowName.parse(Path(last).name) if last else None
+        now = time.time()
+        doc = {"schema": "netsense.status/1", "node": node, "state": "finished", "source": "graphchallenge",
+               "live": False, "heartbeat": now, "heartbeat_at": iso(now),
+               "last_window": {"identity": wn.identity, "file": wn.filename, "start": wn.start, "end": wn.end,
+                               "seq": wn.seq, "position": wn.seq + 1} if wn else None}
+        Layout(shared).ensure(Layout(shared).status_dir())
+        landing.write_text(Layout(shared).status(node), json.dumps(doc, indent=1) + "\n")
+    except NetsenseError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@main.command("export-graphchallenge")
+@click.argument("windows", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The tar to write (atomically; never overwritten).")
+@click.option("--no-byteswap", is_flag=True, help="Keep big-endian indices instead of the challenge's convention.")
+def export_graphchallenge(windows, output, no_byteswap):
+    """Write window files as a Graph Challenge tar of N.grb members (UINT32, zstd)."""
+    from .graphchallenge import export_tar
+
+    try:
+        n = export_tar(sorted(windows), output, byteswap=not no_byteswap)
+    except NetsenseError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{output}: {n} matrices")
