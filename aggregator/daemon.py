@@ -121,7 +121,10 @@ class Aggregator:
             return
         info = {"file": path.name, "node_folder": node_dir, "reason": reason, "detail": detail,
                 "quarantined_at": iso(time.time())}
-        landing.write_text(target.with_name(target.name + ".reason.json"), json.dumps(info, indent=1) + "\n")
+        try:
+            landing.write_text(target.with_name(target.name + ".reason.json"), json.dumps(info, indent=1) + "\n")
+        except LandingError as e:
+            log.error("quarantined %s but cannot write its reason file: %s", path.name, e)
         self.run_counters["quarantined"] += 1
         self.run_counters[f"quarantined:{reason}"] = self.run_counters.get(f"quarantined:{reason}", 0) + 1
         log.warning("quarantined %s: %s %s", path.name, reason, detail)
@@ -340,9 +343,27 @@ class Aggregator:
                 watcher.start()
                 log.info("watching %s with the %s observer, rescanning every %.1fs", self.layout.nodes(), kind,
                          self.cfg.rescan_seconds)
+            backoff = 0.5
             while not stop.is_set():
                 wake.clear()
-                n = self.step()
+                try:
+                    n = self.step()
+                except (LandingError, OSError) as e:
+                    # Shared storage refused a write (full, read-only, EIO). The in-memory state may
+                    # be ahead of what is committed: roll back to the last committed generation and
+                    # retry later; the batch's files are still in the landing folders.
+                    log.error("storage error (%s): rolling back to generation %d, retrying in %.1fs", e,
+                              self.ledger.generation, backoff)
+                    self.run_counters["storage_errors"] = self.run_counters.get("storage_errors", 0) + 1
+                    if stop.wait(backoff):
+                        break
+                    backoff = min(backoff * 2, 30.0)
+                    try:
+                        self.recover()
+                    except (LandingError, OSError) as e2:
+                        log.error("still cannot recover (%s)", e2)
+                    continue
+                backoff = 0.5
                 release_free_memory()
                 self.lease.renew()
                 self.write_status()

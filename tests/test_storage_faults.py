@@ -94,3 +94,24 @@ def test_live_source_drops_past_the_bound_and_counts_it(tmpfs, tmp_path):
         subprocess.run(["mount", "-o", "remount,rw", str(tmpfs)], check=True)
     assert summary.windows_landed == 0
     assert summary.windows_dropped >= 9 and summary.packets_dropped == 40000
+
+
+def test_aggregator_rolls_back_on_a_full_disk_and_finishes_exactly(tmpfs, tmp_path):
+    shared = tmpfs / "shared"
+    spec = "synthetic:seed=6,packets=60000,rate=20000,hosts=2000"
+    r = run_cli("collector", "run", "--shared", str(shared), "--node", "d1", "--source", spec, *WINDOW)
+    assert r.returncode == 0, r.stderr
+    (shared / "aggregator").mkdir()
+    filler = fill(tmpfs, 16 << 10)  # room for the lease, not for a checkpoint
+    agg = Proc(["aggregator", "run", "--shared", str(shared), "--rescan-seconds", "0.2"], tmp_path / "agg.log")
+    try:
+        wait_for(lambda: "storage error" in agg.output(), 60, what="the aggregator to hit ENOSPC")
+        assert not (shared / "reports" / "cumulative.json").exists() or \
+            read_json(shared / "reports" / "cumulative.json")["analytics"]["valid_packets"] < 60000
+        filler.unlink()
+        wait_for(lambda: (read_json(shared / "reports" / "cumulative.json") or {}).get("analytics", {})
+                 .get("valid_packets") == 60000, 60, what="the report after space came back")
+    finally:
+        assert agg.stop() == 0, agg.output()
+    assert read_json(shared / "reports" / "cumulative.json")["analytics"] == nine(*synthetic_packets(spec.split(":", 1)[1]))
+    assert not list((shared / "nodes" / "d1").glob("*.nsw"))
