@@ -59,6 +59,8 @@ def main():
               help="Delete archived (consumed) window files older than this many days. Reports are kept.")
 @click.option("--retain-gb", type=click.FloatRange(min=0), default=None,
               help="Delete the oldest archived window files while the archive exceeds this size.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
+              help="GraphBLAS threads. One is fastest on busy or small hosts; raise it on a dedicated big one.")
 @click.option("--parent", type=click.Path(file_okay=False, path_type=Path),
               help="Hierarchical aggregation: also land each final period sum as a window file in this parent "
                    "shared directory, where another aggregator sums it (rack -> site -> global).")
@@ -66,7 +68,7 @@ def main():
 @click.option("-v", "--verbose", count=True)
 @click.option("-q", "--quiet", is_flag=True)
 def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, batch_files, top_n,
-        max_file_bytes, secret, retain_days, retain_gb, parent, parent_node, verbose, quiet):
+        max_file_bytes, secret, retain_days, retain_gb, threads, parent, parent_node, verbose, quiet):
     """Aggregate landed windows into SHARED/reports/ (daemon, or --once).
 
     Only one aggregator may run per shared directory; a second one refuses to
@@ -79,7 +81,7 @@ def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, b
                                top_n, max_file_bytes, secret=load_secret(secret) if secret else None,
                                retention=RetentionPolicy(None if retain_days is None else retain_days * 86400,
                                                          None if retain_gb is None else int(retain_gb * 2**30)),
-                               parent=parent, parent_node=check_node(parent_node or default_parent_node()))
+                               threads=threads, parent=parent, parent_node=check_node(parent_node or default_parent_node()))
         run_aggregator(cfg, stop)
     except NetsenseError as e:
         raise click.ClickException(str(e)) from None

@@ -320,7 +320,8 @@ class Aggregator:
         doc = {"schema": "netsense.aggregator-status/1", "host": self.lease.host, "pid": os.getpid(),
                "heartbeat_at": iso(time.time()), "heartbeat": time.time(), "generation": self.ledger.generation,
                "windows_consumed": len(self.ledger.consumed), "watermarks": self.state.watermarks,
-               "counters": {**self.state.counters, **self.run_counters}}
+               "counters": {**self.state.counters, **self.run_counters},
+               "problems": sorted(self._problems_seen)[:100]}  # entries of nodes/ that are never read
         try:
             landing.write_text(self.agg_dir / "status.json", json.dumps(doc, indent=1) + "\n")
         except LandingError as e:

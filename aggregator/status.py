@@ -117,6 +117,8 @@ def format_status(doc: dict) -> str:
     else:
         lines.append("aggregator: has not run on this directory yet")
     lines.append(f"pending window files: {doc['pending_files']}")
+    for problem in agg.get("problems", []):
+        lines.append(f"ignored: {problem}")
     if doc["quarantine"]:
         lines.append("quarantine: " + ", ".join(f"{k} {v}" for k, v in sorted(doc["quarantine"].items())))
     return "\n".join(lines) + "\n"

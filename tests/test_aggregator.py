@@ -109,6 +109,8 @@ def test_symlinks_and_foreign_names_are_refused_not_followed(shared, tmp_path):
     assert reasons == ["not_regular_file"]
     assert secret.read_bytes() == b"not yours"  # the target was neither read into a report nor moved
     assert read_json(shared / "reports" / "cumulative.json")["analytics"]["valid_packets"] == 5000
+    problems = read_json(shared / "aggregator" / "status.json")["problems"]
+    assert any("link-node" in p for p in problems)
 
 
 def test_retention_deletes_oldest_archived_windows_by_age_and_size(shared):
