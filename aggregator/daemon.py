@@ -81,8 +81,11 @@ class Aggregator:
         """Load the last committed generation and republish what it touched."""
         self.layout.ensure()
         self.layout.ensure(self.ckpt_dir, self.period_dir, self.reports_dir / "periods")
-        for d in (self.agg_dir, self.ckpt_dir, self.period_dir):
-            landing.remove_stale_temps(d)
+        reports = self.reports_dir
+        qdirs = [p for p in self.layout.quarantine().iterdir() if p.is_dir()] if self.layout.quarantine().exists() else []
+        for d in (self.agg_dir, self.ckpt_dir, self.period_dir, reports, reports / "periods", reports / "history",
+                  *qdirs):
+            landing.remove_stale_temps(d)  # only the lease holder writes these: every temp is stale
         self.ledger = Ledger.load(self.agg_dir)
         if self.ledger.checkpoint:
             header, mats = read_checkpoint(self.ckpt_dir, self.ledger.checkpoint)
@@ -105,13 +108,21 @@ class Aggregator:
 
     # -- helpers ----------------------------------------------------------------
     def quarantine(self, path: Path, node_dir: str, reason: str, detail: str = "") -> None:
+        """Move a refused file to quarantine/<node>/, its reason file written first.
+
+        Reason before rename: a crash in between leaves an orphan reason file
+        (reused by the next attempt), never a quarantined file without a reason.
+        """
         qdir = self.layout.quarantine(node_dir)
         qdir.mkdir(parents=True, exist_ok=True)
         target = qdir / path.name
         n = 1
-        while target.exists() or target.with_name(target.name + ".reason.json").exists():
+        while target.exists():
             target = qdir / f"{path.name}.{n}"
             n += 1
+        info = {"file": path.name, "node_folder": node_dir, "reason": reason, "detail": detail,
+                "quarantined_at": iso(time.time())}
+        landing.write_text(target.with_name(target.name + ".reason.json"), json.dumps(info, indent=1) + "\n")
         try:
             os.rename(path, target)
         except FileNotFoundError:
@@ -119,12 +130,6 @@ class Aggregator:
         except OSError as e:
             log.error("cannot quarantine %s: %s", path, e)
             return
-        info = {"file": path.name, "node_folder": node_dir, "reason": reason, "detail": detail,
-                "quarantined_at": iso(time.time())}
-        try:
-            landing.write_text(target.with_name(target.name + ".reason.json"), json.dumps(info, indent=1) + "\n")
-        except LandingError as e:
-            log.error("quarantined %s but cannot write its reason file: %s", path.name, e)
         self.run_counters["quarantined"] += 1
         self.run_counters[f"quarantined:{reason}"] = self.run_counters.get(f"quarantined:{reason}", 0) + 1
         log.warning("quarantined %s: %s %s", path.name, reason, detail)

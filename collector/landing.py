@@ -92,11 +92,12 @@ def write_text(final: Path | str, text: str) -> Path:
     return atomic_write(final, text.encode("utf-8"), replace=True)
 
 
-def remove_stale_temps(directory: Path) -> int:
+def remove_stale_temps(directory: Path, final_prefix: str = "") -> int:
     """Delete temp files left in ``directory`` by a crashed writer; return how many.
 
-    Only this node's collector writes its landing folder, so at start every
-    temp name there is stale.
+    Only the caller writes there (a collector its landing folder and, with
+    ``final_prefix`` "<node>.json", its own status file; the aggregator its own
+    folders), so at start every such temp name is stale.
     """
     n = 0
     try:
@@ -104,7 +105,7 @@ def remove_stale_temps(directory: Path) -> int:
     except FileNotFoundError:
         return 0
     for e in entries:
-        if e.name.startswith(TEMP_PREFIX) and e.is_file(follow_symlinks=False):
+        if e.name.startswith(TEMP_PREFIX + final_prefix) and e.is_file(follow_symlinks=False):
             try:
                 os.unlink(e.path)
                 n += 1

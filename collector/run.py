@@ -216,8 +216,12 @@ class Collector:
 
     # -- main loop -------------------------------------------------------------
     def run(self, stop: threading.Event) -> RunSummary:
+        import graphblas as gb
+
+        gb.ss.config["nthreads"] = 1  # small matrices: OpenMP threads cost more than they give
         self.layout.ensure(self.landing_dir, self.layout.status_dir())
-        stale = landing.remove_stale_temps(self.landing_dir)
+        stale = landing.remove_stale_temps(self.landing_dir) + landing.remove_stale_temps(
+            self.layout.status_dir(), f"{self.cfg.node}.json.")
         if stale:
             log.info("removed %d temp file(s) left by an earlier run", stale)
         log.info("node %s: source %s (run %s), windows of %d packets / %d s, landing in %s",

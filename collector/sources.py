@@ -20,6 +20,7 @@ Kinds and where they live:
 from __future__ import annotations
 
 import glob
+import dataclasses
 import hashlib
 import logging
 import os
@@ -325,7 +326,9 @@ def open_source(spec: str, *, node: str, windowing: tuple) -> Source:
         from .synthetic import SyntheticSpec, generate
 
         s = SyntheticSpec.parse(arg)
-        run = _live_run() if s.realtime else _fingerprint(node, "synthetic", s, windowing)
+        # pace only throttles; it must not change identities (same input, same windows).
+        run = _live_run() if s.realtime else _fingerprint(node, "synthetic", dataclasses.replace(s, pace=0.0),
+                                                            windowing)
         return Source(spec, run, s.realtime, lambda stop: generate(s, stop))
     if kind == "pcap":
         return _open_pcap(spec, arg, node, windowing)
