@@ -105,6 +105,7 @@ class Aggregator:
             self.state = State(self.cfg.period_seconds)
             prune_checkpoints(self.ckpt_dir, "")
         self.state.upstream = self.upstream is not None
+        self.state.top_n = self.cfg.top_n
 
     # -- helpers ----------------------------------------------------------------
     def quarantine(self, path: Path, node_dir: str, reason: str, detail: str = "") -> None:
@@ -299,8 +300,11 @@ class Aggregator:
         newest = max(st.periods, default=None)
         todo = [p for p in st.periods.values() if p.dirty and (p.final or due)]
         for p in sorted(todo, key=lambda p: p.start):
-            m = p.matrix if p.matrix is not None else self.load_final(p)
-            analytics, top = summarize(m, self.cfg.top_n)
+            if p.matrix is not None:
+                prof = st.profile(p.start, p.matrix)
+                analytics, top = prof.analytics(), prof.top()
+            else:  # a final period being republished after a restart
+                analytics, top = summarize(self.load_final(p), self.cfg.top_n)
             doc = reports.report_doc(kind="period", analytics=analytics, top=top,
                                      nodes=p.nodes, generation=st.generation, anonymization=st.anonymization,
                                      windows=p.windows, period=(p.start, p.end), final=p.final,
@@ -310,9 +314,11 @@ class Aggregator:
             p.dirty = False
             if p.final:
                 p.matrix = None  # its sum lives in aggregator/periods/; memory stays flat
+                st.forget(p.start)
         if not (due and (self._cumulative_gen != st.generation or force)):
             return
-        analytics, top = summarize(st.cumulative, self.cfg.top_n)
+        prof = st.profile("cumulative", st.cumulative)
+        analytics, top = prof.analytics(), prof.top()
         doc = reports.report_doc(kind="cumulative", analytics=analytics, top=top, nodes=st.nodes,
                                  generation=st.generation, anonymization=st.anonymization,
                                  windows=st.coverage, generated=now)

@@ -16,12 +16,15 @@ from graphblas import binary
 from collector.layout import stamp
 from collector.winfile import N
 
+from .profile import Profile
+
 
 def empty() -> gb.Matrix:
     return gb.Matrix("UINT64", nrows=N, ncols=N)
 
 
 def add_into(acc: gb.Matrix, a: gb.Matrix) -> None:
+    """In-place sum (small matrices; large running sums grow through ``Profile.grow``)."""
     acc(binary.plus) << a
 
 
@@ -112,6 +115,10 @@ class State:
     upstream_seq: int = 0
     upstream_pending: list = field(default_factory=list)  # [{"seq", "start", "end", "packets"}]
     upstream_mats: dict = field(default_factory=dict)     # seq -> matrix
+    top_n: int = 10
+    # Running analytics per open period start and for "cumulative" (not persisted: rebuilt
+    # from the matrices after a restart).
+    profiles: dict = field(default_factory=dict)
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
@@ -146,7 +153,7 @@ class State:
             if p.final and self.upstream:  # a restatement: the parent needs exactly the late part
                 p.upstream_delta = s.dup() if p.upstream_delta is None else p.upstream_delta.ewise_add(
                     s, binary.plus).new()
-            add_into(p.matrix, s)
+            p.matrix = self.profile(ps, p.matrix).grow(p.matrix, s)
             sums.append(s)
             p.dirty = True
             for header, _, filename in group:
@@ -160,8 +167,18 @@ class State:
                 self.count("packets_consumed", header["packets"])
         if sums:
             total = sum_all(sums)
-            add_into(self.cumulative, total)
-            add_into(self.delta, total)
+            self.cumulative = self.profile("cumulative", self.cumulative).grow(self.cumulative, total)
+            self.delta = self.delta.ewise_add(total, binary.plus).new()
+
+    def profile(self, key, matrix: gb.Matrix) -> Profile:
+        """The running analytics of ``matrix`` (a period's, or "cumulative"), built on first use."""
+        prof = self.profiles.get(key)
+        if prof is None:
+            prof = self.profiles[key] = Profile.of(matrix, self.top_n)
+        return prof
+
+    def forget(self, key) -> None:
+        self.profiles.pop(key, None)
 
     def finalize(self, done_nodes: set, known_nodes: set, grace_seconds: int) -> list[Period]:
         """Mark periods final by watermark; return those that became final (or were restated).
