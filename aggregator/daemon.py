@@ -52,7 +52,7 @@ class AggregatorConfig:
     rebase_min_links: int = 1 << 20   # never rewrite the cumulative base for a smaller delta
     retention: RetentionPolicy = RetentionPolicy()
     retention_interval: float = 300.0
-    commit_interval: float = 0.2      # seconds to gather landings into one transaction
+    commit_interval: float = 0.5      # seconds to gather landings into one transaction
     threads: int = 1                  # GraphBLAS threads (1: a busy shared host is the norm)
     parent: Path | None = None        # land final period sums as windows in this shared directory
     parent_node: str | None = None    # ... under this node name

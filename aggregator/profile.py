@@ -31,11 +31,17 @@ _KEYS = ("out", "inn", "fanout", "fanin")
 
 
 def _top_merge(n: int, prev: tuple, idx: np.ndarray, vals: np.ndarray) -> tuple:
-    """Top-n of the previous top list and fresh (idx, vals); fresh values win for equal keys."""
+    """Top-n of the previous top list and fresh (idx, vals); fresh values win for equal keys.
+
+    ``idx`` is sorted (GraphBLAS returns indices in order), so membership of the
+    few previous keys is a binary search, not a hash of the whole batch.
+    """
     if len(prev):
         pk = np.array([p[0] for p in prev], np.uint64)
         pv = np.array([p[1] for p in prev], np.uint64)
-        keep = ~np.isin(pk, idx)
+        idx = idx.astype(np.uint64)
+        pos = np.minimum(np.searchsorted(idx, pk), max(len(idx) - 1, 0))
+        keep = ~((len(idx) > 0) & (idx[pos] == pk)) if len(idx) else np.ones(len(pk), bool)
         idx = np.concatenate([idx.astype(np.uint64), pk[keep]])
         vals = np.concatenate([vals.astype(np.uint64), pv[keep]])
     return _top(vals, n, idx)
@@ -46,6 +52,21 @@ def _top_merge_links(n: int, prev: tuple, rows, cols, vals) -> tuple:
     keys = (rows.astype(np.uint64) << np.uint64(32)) | cols.astype(np.uint64)
     prev_keys = tuple(((r << 32) | c, v) for r, c, v in prev)
     return tuple((k >> 32, k & 0xFFFFFFFF, v) for k, v in _top_merge(n, prev_keys, keys, vals))
+
+
+class BatchStats:
+    """Reductions of one batch sum, computed once however many matrices it grows."""
+
+    def __init__(self, s: gb.Matrix):
+        self.packets = int(s.reduce_scalar(monoid.plus).new().value or 0) if s.nvals else 0
+        self.out = s.reduce_rowwise(monoid.plus).new()
+        self.inn = s.reduce_columnwise(monoid.plus).new()
+        self.fanout = s.reduce_rowwise(agg.count).new(dtype="UINT64")
+        self.fanin = s.reduce_columnwise(agg.count).new(dtype="UINT64")
+
+    @classmethod
+    def of(cls, s: gb.Matrix) -> "BatchStats":
+        return cls(s)
 
 
 class Profile:
@@ -78,27 +99,32 @@ class Profile:
         p.top_links = _top(vals, n, rows, cols)
         return p
 
-    def grow(self, acc: gb.Matrix, s: gb.Matrix) -> gb.Matrix:
-        """Return ``acc + s`` and update the profile from ``s`` and the entries it touched."""
+    def grow(self, acc: gb.Matrix, s: gb.Matrix, stats: "BatchStats | None" = None) -> gb.Matrix:
+        """Return ``acc + s`` and update the profile from ``s`` and the entries it touched.
+
+        ``stats``: the batch's own reductions, when the same ``s`` grows several
+        matrices (a period and the cumulative sum).
+        """
         if s.nvals == 0:
             return acc
+        b = stats or BatchStats.of(s)
         existing = s.ewise_mult(acc, binary.first).new()  # links of the batch already in acc
         new_acc = acc.ewise_add(s, binary.plus).new()
         touched = s.ewise_mult(new_acc, binary.second).new()  # their values after the add
-        self.valid += int(s.reduce_scalar(monoid.plus).new().value)
+        self.valid += b.packets
         self.links = int(new_acc.nvals)
         rows, cols, vals = touched.to_coo()
         self.max_link = max(self.max_link, int(vals.max()))
         self.top_links = _top_merge_links(self.n, self.top_links, rows, cols, vals)
         count = agg.count
         deltas = {
-            "out": s.reduce_rowwise(monoid.plus).new(),
-            "inn": s.reduce_columnwise(monoid.plus).new(),
+            "out": b.out,
+            "inn": b.inn,
             # fan-out grows by the batch's links that were not in acc yet
-            "fanout": s.reduce_rowwise(count).new(dtype="UINT64").ewise_add(
-                existing.reduce_rowwise(count).new(dtype="UINT64"), binary.minus).new(),
-            "fanin": s.reduce_columnwise(count).new(dtype="UINT64").ewise_add(
-                existing.reduce_columnwise(count).new(dtype="UINT64"), binary.minus).new(),
+            "fanout": b.fanout.ewise_add(existing.reduce_rowwise(count).new(dtype="UINT64"), binary.minus).new()
+            if existing.nvals else b.fanout,
+            "fanin": b.fanin.ewise_add(existing.reduce_columnwise(count).new(dtype="UINT64"), binary.minus).new()
+            if existing.nvals else b.fanin,
         }
         for k, d in deltas.items():
             v = self.vec[k].ewise_add(d, binary.plus).new()

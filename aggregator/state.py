@@ -16,7 +16,7 @@ from graphblas import binary
 from collector.layout import stamp
 from collector.winfile import N
 
-from .profile import Profile
+from .profile import BatchStats, Profile
 
 
 def empty() -> gb.Matrix:
@@ -153,8 +153,9 @@ class State:
             if p.final and self.upstream:  # a restatement: the parent needs exactly the late part
                 p.upstream_delta = s.dup() if p.upstream_delta is None else p.upstream_delta.ewise_add(
                     s, binary.plus).new()
-            p.matrix = self.profile(ps, p.matrix).grow(p.matrix, s)
-            sums.append(s)
+            stats = BatchStats.of(s)
+            p.matrix = self.profile(ps, p.matrix).grow(p.matrix, s, stats)
+            sums.append((s, stats))
             p.dirty = True
             for header, _, filename in group:
                 node = header["node"]
@@ -166,8 +167,9 @@ class State:
                 self.count("windows_consumed")
                 self.count("packets_consumed", header["packets"])
         if sums:
-            total = sum_all(sums)
-            self.cumulative = self.profile("cumulative", self.cumulative).grow(self.cumulative, total)
+            total = sum_all([m for m, _ in sums])
+            stats = sums[0][1] if len(sums) == 1 else None  # one period: the same batch sum
+            self.cumulative = self.profile("cumulative", self.cumulative).grow(self.cumulative, total, stats)
             self.delta = self.delta.ewise_add(total, binary.plus).new()
 
     def profile(self, key, matrix: gb.Matrix) -> Profile:

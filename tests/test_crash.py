@@ -1,0 +1,192 @@
+"""Crash safety, short: the harness of ``scripts/crashtest.py`` with a dozen kill points.
+
+Every failpoint of ``collector.faults.POINTS`` fires at least once (plus outside SIGKILLs of
+the aggregator and of a collector), in real processes, and the drained shared directory must
+equal the independent numpy/scipy answer exactly.  The full run is
+``python scripts/crashtest.py --kill-points 200``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli
+
+from collector.faults import POINTS
+
+
+def _load_harness():
+    """``scripts/`` is not a package: load the harness module from its path, once."""
+    name = "netsense_crashtest"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "crashtest.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+crashtest = _load_harness()
+
+
+def test_kill_plan_covers_every_failpoint_and_both_outside_kills():
+    for seed in range(20):
+        plan = crashtest.kill_plan(12, random.Random(seed))
+        assert len(plan) == 12
+        kinds = {p.kind for p in plan}
+        assert {f"{n[:3]} {n}" for n in POINTS} <= kinds
+        assert {"agg sigkill", "col sigkill"} <= kinds
+        for p in plan:
+            if p.how == "failpoint":
+                assert p.env() == f"{p.name}:{p.n}" and p.n >= 1
+                assert p.target == p.name[:3] or (p.target, p.name) == ("agg", "col.land.temp")
+
+
+def test_the_checker_is_not_vacuous(tmp_path):
+    """verify() passes on a clean drain and catches a wrong total, a missing window, a stray
+    quarantined file and a leftover window."""
+    shared = tmp_path / "shared"
+    spec = "synthetic:seed=77,packets=20000,rate=20000,hosts=500"
+    r = run_cli("collector", "run", "--shared", str(shared), "--node", "c1", "--source", spec,
+                "--window-packets", "4096", "--window-seconds", "1")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("aggregator", "run", "--shared", str(shared), "--once", "--period-seconds", "2")
+    assert r.returncode == 0, r.stderr
+    traffic = crashtest.synthetic_traffic("c1", spec)
+    exp = crashtest.Expected.of([traffic])
+    bad, facts = crashtest.verify(shared, exp)
+    assert bad == [] and facts["packets"] == 20000 and facts["windows"] >= 5
+
+    fewer = crashtest.Expected.of([crashtest.Traffic("c1", traffic.src[1:], traffic.dst[1:], traffic.period[1:],
+                                                     traffic.periods)])
+    bad, _ = crashtest.verify(shared, fewer)
+    assert any("cumulative valid_packets" in b for b in bad) and any("period" in b for b in bad)
+
+    ledger = shared / "aggregator" / "ledger.jsonl"
+    lines = ledger.read_text().splitlines(keepends=True)
+    with_windows = next(i for i, line in enumerate(lines) if json.loads(line)["windows"])
+    ledger.write_text("".join(lines[:with_windows] + lines[with_windows + 1:]))  # a transaction vanishes
+    bad, _ = crashtest.verify(shared, exp, check_periods=False)
+    assert any("missing" in b for b in bad)
+    ledger.write_text("".join(lines))
+
+    q = shared / "quarantine" / "c1"
+    q.mkdir(parents=True)
+    (q / "stray.nsw").write_bytes(b"x")
+    arch = sorted((shared / "archive" / "c1").glob("*.nsw"))[0]
+    (shared / "nodes" / "c1" / arch.name).write_bytes(arch.read_bytes())
+    bad, _ = crashtest.verify(shared, exp, check_periods=False)
+    assert any("no reason file" in b for b in bad) and any("left in nodes/" in b for b in bad)
+
+
+@pytest.mark.slow
+def test_crash_harness_short(tmp_path):
+    """Twelve kill points over three parallel rounds, synthetic sources only (the full harness
+    adds real captures with a tshark total)."""
+    t0 = time.monotonic()
+    s = crashtest.run_harness(kill_points=12, seed=20261122, workdir=tmp_path, jobs=3, per_round=4,
+                              use_pcaps=False, log=lambda m: None, round_deadline=240, agg_land_temp=False)
+    report = s.report()
+    print(report)
+    assert s.ok, report
+    fired = s.fired
+    assert sum(fired.values()) >= 12, report
+    for name in POINTS:
+        assert fired[f"{name[:3]} {name}"] >= 1, f"{name} never fired\n{report}"
+    assert fired["agg sigkill"] >= 1 and fired["col sigkill"] >= 1, report
+    assert s.total("agg_restarts") >= 7 and s.total("windows") > 0
+    assert all(r.quarantined >= 1 for r in s.rounds), "each round quarantines the files it put there"
+    print(f"short crash harness: {time.monotonic() - t0:.1f}s")
+
+
+# ----------------------------------------------------------------------------- regressions
+#
+# Crash-safety defects the harness's kill points found.  They were strict xfails until the fixes
+# landed (commit 48ef747: reason file before the quarantine rename, stale temps cleaned in
+# status/ and reports/, pace left out of synthetic window identities); now they guard the fixes.
+
+
+def _run(args: list[str], failpoint: str | None = None, timeout: float = 300):
+    env = {k: v for k, v in os.environ.items() if k != "NETSENSE_FAILPOINT"}
+    if failpoint:
+        env["NETSENSE_FAILPOINT"] = failpoint
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=timeout)
+
+
+def test_quarantined_file_always_has_a_reason_file(tmp_path):
+    # In the aggregator the landing helper's "temp written, not yet renamed" failpoint fires on
+    # every atomic write: 1 = the lease, 2 = the reason file of the first quarantined file.
+    reasonless = []
+    for n in (2, 3):
+        shared = tmp_path / f"s{n}"
+        (shared / "nodes" / "n1").mkdir(parents=True)
+        (shared / "nodes" / "n1" / "garbage.nsw").write_bytes(b"\0" * 100)
+        killed = _run(["aggregator", "run", "--shared", str(shared), "--once"], f"col.land.temp:{n}")
+        assert killed.returncode in (-signal.SIGKILL, 0), killed.stderr
+        again = _run(["aggregator", "run", "--shared", str(shared), "--once"])
+        assert again.returncode == 0, again.stderr
+        q = shared / "quarantine" / "n1"
+        files = [p for p in q.iterdir() if not p.name.endswith(".reason.json") and not p.name.startswith(".")]
+        assert files, "the bad file was quarantined"
+        reasonless += [p for p in files if not p.with_name(p.name + ".reason.json").exists()]
+        orphans = [p for p in q.glob("*.reason.json") if not p.with_name(p.name[:-len(".reason.json")]).exists()]
+        assert not orphans, f"reason files without their file: {orphans}"
+        assert not list(q.glob(".tmp-*")), "the restart removes the reason file's stale temp"
+    assert not reasonless, f"quarantined without a reason file: {reasonless}"
+
+
+def test_collector_restart_removes_its_stale_status_temp(tmp_path):
+    shared = tmp_path / "shared"
+    args = ["collector", "run", "--shared", str(shared), "--node", "c1", "--source",
+            "synthetic:seed=5,packets=9000,rate=20000,hosts=300", "--window-packets", "4096", "--window-seconds", "1"]
+    # The first atomic write of a collector run is its first status file.
+    killed = _run(args, "col.land.temp:1")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert list((shared / "status").glob(".tmp-c1.json.*")), "the crash left a status temp file"
+    again = _run(args)
+    assert again.returncode == 0, again.stderr
+    assert (json.loads((shared / "status" / "c1.json").read_text()))["state"] == "finished"
+    assert not list((shared / "status").glob(".tmp-*")), "stale status temp file survived the restart"
+
+
+def test_aggregator_restart_removes_stale_report_temps(tmp_path):
+    shared = tmp_path / "shared"
+    r = _run(["collector", "run", "--shared", str(shared), "--node", "c1", "--source",
+              "synthetic:seed=6,packets=30000,rate=20000,hosts=300", "--window-packets", "4096",
+              "--window-seconds", "1"])
+    assert r.returncode == 0, r.stderr
+    # Atomic writes of the first transaction: 1 lease, 2 checkpoint, then reports.
+    for n in range(3, 7):
+        killed = _run(["aggregator", "run", "--shared", str(shared), "--once", "--period-seconds", "2"],
+                      f"col.land.temp:{n}")
+        if list((shared / "reports").rglob(".tmp-*")):
+            break
+    assert list((shared / "reports").rglob(".tmp-*")), "a crash while writing a report left its temp file"
+    again = _run(["aggregator", "run", "--shared", str(shared), "--once", "--period-seconds", "2"])
+    assert again.returncode == 0, again.stderr
+    left = list((shared / "reports").rglob(".tmp-*"))
+    assert not left, f"stale report temp files survived the restart: {left}"
+
+
+def test_pace_does_not_change_window_identities(tmp_path):
+    shared = tmp_path / "shared"
+    spec = "synthetic:seed=8,packets=12000,rate=20000,hosts=300"
+    base = ["collector", "run", "--shared", str(shared), "--node", "c1", "--window-packets", "4096",
+            "--window-seconds", "1"]
+    for source in (spec, spec + ",pace=1000000"):  # the same packets, throttled or not
+        r = _run(base + ["--source", source])
+        assert r.returncode == 0, r.stderr
+    r = _run(["aggregator", "run", "--shared", str(shared), "--once"])
+    assert r.returncode == 0, r.stderr
+    want = crashtest.nine(*[getattr(crashtest.synthetic_traffic("c1", spec), k) for k in ("src", "dst")])
+    assert json.loads((shared / "reports" / "cumulative.json").read_text())["analytics"] == want
