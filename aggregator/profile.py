@@ -23,8 +23,6 @@ import graphblas as gb
 import numpy as np
 from graphblas import agg, binary, monoid
 
-from collector.winfile import N
-
 from .analytics import Analytics, Top, _top
 
 _KEYS = ("out", "inn", "fanout", "fanin")
@@ -74,7 +72,7 @@ class Profile:
 
     def __init__(self, n: int):
         self.n = n
-        self.vec = {k: gb.Vector("UINT64", N) for k in _KEYS}
+        self.vec: dict = {}  # created on first growth: an empty 2^32 vector is not free
         self.valid = self.links = self.max_link = 0
         self.maxima = dict.fromkeys(_KEYS, 0)
         self.tops = dict.fromkeys(_KEYS, ())
@@ -127,7 +125,8 @@ class Profile:
             if existing.nvals else b.fanin,
         }
         for k, d in deltas.items():
-            v = self.vec[k].ewise_add(d, binary.plus).new()
+            old = self.vec.get(k)
+            v = d.dup() if old is None else old.ewise_add(d, binary.plus).new()
             self.vec[k] = v
             idx, vals = d.ewise_mult(v, binary.second).new().to_coo()
             if len(vals):
@@ -135,11 +134,15 @@ class Profile:
                 self.tops[k] = _top_merge(self.n, self.tops[k], idx, vals)
         return new_acc
 
+    def _nvals(self, k: str) -> int:
+        v = self.vec.get(k)
+        return int(v.nvals) if v is not None else 0
+
     def analytics(self) -> Analytics:
         return Analytics(
             valid_packets=self.valid, unique_links=self.links, max_link_packets=self.max_link,
-            unique_sources=int(self.vec["out"].nvals), max_source_packets=self.maxima["out"],
-            max_source_fanout=self.maxima["fanout"], unique_destinations=int(self.vec["inn"].nvals),
+            unique_sources=self._nvals("out"), max_source_packets=self.maxima["out"],
+            max_source_fanout=self.maxima["fanout"], unique_destinations=self._nvals("inn"),
             max_destination_packets=self.maxima["inn"], max_destination_fanin=self.maxima["fanin"])
 
     def top(self) -> Top:
