@@ -48,11 +48,11 @@ class AggregatorConfig:
     max_file_bytes: int = 1 << 30
     lease_ttl: float = 30.0
     secret: bytes | None = None       # require a valid HMAC on every window
-    report_seconds: float = 0.5       # provisional and cumulative reports at most this often while busy
+    report_seconds: float = 0.0       # provisional and cumulative reports at most this often while busy
     rebase_min_links: int = 1 << 20   # never rewrite the cumulative base for a smaller delta
     retention: RetentionPolicy = RetentionPolicy()
     retention_interval: float = 300.0
-    commit_interval: float = 0.5      # seconds to gather landings into one transaction
+    commit_interval: float = 0.25     # seconds to gather landings into one transaction
     threads: int = 1                  # GraphBLAS threads (1: a busy shared host is the norm)
     parent: Path | None = None        # land final period sums as windows in this shared directory
     parent_node: str | None = None    # ... under this node name
@@ -71,6 +71,7 @@ class Aggregator:
         self._status_cache: dict = {}
         self._problems_seen: set = set()
         self._last_report = 0.0
+        self._step_started = 0.0
         self._last_retention = 0.0
         self.upstream = (Upstream(cfg.parent, cfg.parent_node or "", f"aggregator:{Path(cfg.shared).resolve()}",
                                   cfg.secret) if cfg.parent else None)
@@ -182,6 +183,7 @@ class Aggregator:
     # -- one transaction ---------------------------------------------------------
     def step(self) -> int:
         """Consume up to ``batch_files`` landed files and commit; return files consumed."""
+        self._step_started = time.perf_counter()
         cands, problems = scan(self.layout.nodes())
         for msg in problems:
             if msg not in self._problems_seen:
@@ -273,7 +275,8 @@ class Aggregator:
         name = write_checkpoint(self.ckpt_dir, gen, header, mats)
         failpoint("agg.checkpoint")
         self.ledger.commit(gen, name, consumed)  # <- the commit point
-        log.info("generation %d committed: %d window(s), %d period(s) final", gen, len(consumed), len(finalized))
+        log.info("generation %d committed: %d window(s), %d period(s) final (%.3fs since the batch began)", gen,
+                 len(consumed), len(finalized), time.perf_counter() - self._step_started)
         self.publish()
         if self.upstream:
             self.upstream.push(st)

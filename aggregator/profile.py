@@ -59,8 +59,6 @@ class BatchStats:
         self.packets = int(s.reduce_scalar(monoid.plus).new().value or 0) if s.nvals else 0
         self.out = s.reduce_rowwise(monoid.plus).new()
         self.inn = s.reduce_columnwise(monoid.plus).new()
-        self.fanout = s.reduce_rowwise(agg.count).new(dtype="UINT64")
-        self.fanin = s.reduce_columnwise(agg.count).new(dtype="UINT64")
 
     @classmethod
     def of(cls, s: gb.Matrix) -> "BatchStats":
@@ -106,7 +104,7 @@ class Profile:
         if s.nvals == 0:
             return acc
         b = stats or BatchStats.of(s)
-        existing = s.ewise_mult(acc, binary.first).new()  # links of the batch already in acc
+        fresh = s.dup(mask=~acc.S)  # links of the batch not yet in acc: they raise fan-out/fan-in
         new_acc = acc.ewise_add(s, binary.plus).new()
         touched = s.ewise_mult(new_acc, binary.second).new()  # their values after the add
         self.valid += b.packets
@@ -118,11 +116,9 @@ class Profile:
         deltas = {
             "out": b.out,
             "inn": b.inn,
-            # fan-out grows by the batch's links that were not in acc yet
-            "fanout": b.fanout.ewise_add(existing.reduce_rowwise(count).new(dtype="UINT64"), binary.minus).new()
-            if existing.nvals else b.fanout,
-            "fanin": b.fanin.ewise_add(existing.reduce_columnwise(count).new(dtype="UINT64"), binary.minus).new()
-            if existing.nvals else b.fanin,
+            # fan-out/fan-in grow by the batch's new links only (usually far fewer than its entries)
+            "fanout": fresh.reduce_rowwise(count).new(dtype="UINT64"),
+            "fanin": fresh.reduce_columnwise(count).new(dtype="UINT64"),
         }
         for k, d in deltas.items():
             old = self.vec.get(k)

@@ -45,6 +45,7 @@ from collector.window import to_matrix  # noqa: E402
 
 NV = 1 << 17
 BASE_T = 1_767_225_600
+AGG_LOG = os.environ.get("NETSENSE_BENCH_AGG_ARGS", "-q").split()
 ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
@@ -188,7 +189,7 @@ def sustained(work: Path, pool, nodes: int, seconds: int, report_seconds: float)
             p = stage(staging, f"n{n:03d}", sec, BASE_T + sec, payload, packets)
             plan.append((sec + n / nodes, p, packets))
     (shared / "nodes").mkdir(parents=True)
-    agg = subprocess.Popen([sys.executable, "-m", "aggregator", "run", "--shared", str(shared), "-q",
+    agg = subprocess.Popen([sys.executable, "-m", "aggregator", "run", "--shared", str(shared), *AGG_LOG,
                             "--rescan-seconds", "0.5", "--period-seconds", "60"], cwd=ROOT, env=ONE_THREAD)
     lease = shared / "aggregator" / "lease.json"
     deadline = time.monotonic() + 60
