@@ -398,9 +398,12 @@ class Aggregator:
                     break
                 if not n:
                     wake.wait(self.cfg.rescan_seconds)
-                # Let landings coalesce: every transaction has a fixed cost (checkpoint of the open
-                # periods, fsyncs, reports), so under a steady stream fewer, larger batches win.
-                stop.wait(self.cfg.commit_interval)
+                    stop.wait(self.cfg.commit_interval)
+                else:
+                    # Let landings coalesce: every transaction has a fixed cost (checkpoint of the
+                    # open periods, fsyncs, reports), so under a steady stream fewer, larger batches
+                    # win; a transaction that took longer than the interval already gathered enough.
+                    stop.wait(max(0.0, self.cfg.commit_interval - (time.perf_counter() - self._step_started)))
         finally:
             if watcher:
                 watcher.stop()
