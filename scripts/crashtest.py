@@ -29,9 +29,13 @@ the ledger (each window identity exactly once, all of them), no temp files left 
 predecessor), no window left unconsumed, and nothing in quarantine but what was put there,
 each file with its reason file.
 
-A failpoint that is not reached (the process finished first) is retried later in the round;
-when a round runs out of traffic while kill points remain, a small extra collector is started
-so the aggregator always has windows to choke on.  Exit status 1 on any mismatch or error.
+The aggregator is also killed at ``col.land.temp`` (the landing helper's "temp written, not yet
+renamed" step, which it reaches on every atomic write: lease, checkpoints, reports, status,
+reason files).  A failpoint that is not reached (the process finished first) is retried later
+in the round with a smaller n; while kill points remain and a round runs out of traffic, a
+small extra collector (a feeder) is started so the aggregator always has windows to choke on.
+Every process's CPU time is accounted by role and printed.  Exit status 1 on any mismatch or
+error.
 
 The test suite runs a short version (``tests/test_crash.py``) through ``run_harness``.
 """
@@ -43,6 +47,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -365,7 +370,8 @@ def verify_periods(shared: Path, expected: Expected) -> list[str]:
         bad.append(f"history periods differ: {sorted(set(newest) ^ set(want))[:4]}")
     for pid, r in newest.items():
         if pid in want and any(r[k] != want[pid][k] for k in KEYS):
-            bad.append(f"history {pid} v{r['version']}: {r['valid_packets']} packets, expected {want[pid]['valid_packets']}")
+            bad.append(f"history {pid} v{r['version']}: {r['valid_packets']} packets, "
+                       f"expected {want[pid]['valid_packets']}")
     return bad
 
 
@@ -535,11 +541,13 @@ class RoundResult:
 class Round:
     MAX_TRIES = 3            # a failpoint not reached this many times is given up (counted unreached)
     MAX_COL_KILLS = 3        # per collector: paced sources regenerate their skipped part at pace
-    FP_TIMEOUT = 8.0         # an aggregator failpoint not hit within this is retried later
+    FP_IDLE = 8.0            # an aggregator failpoint not hit after this long idle, with no traffic
+    FP_CAP = 60.0            # coming, or after this long holding the lease, is retried later
     MAX_TOPUPS = 20
 
     def __init__(self, index: int, base: Path, points: list[KillPoint], seed: int, pcaps: list[Path],
-                 traffic_cache: dict, deadline: float = 300.0, stop: threading.Event | None = None):
+                 traffic_cache: dict, deadline: float = 300.0, stop: threading.Event | None = None,
+                 collectors: int = 3):
         self.r = RoundResult(index)
         self.t0 = time.monotonic()
         self.rng = random.Random(seed)
@@ -554,6 +562,7 @@ class Round:
         self.agg: Child | None = None
         self.agg_point: KillPoint | None = None
         self.agg_kill_at: float | None = None
+        self.agg_up_at: float | None = None   # when the running aggregator took the lease
         self.agg_starts = 0
         self.injected: list[tuple[str, str, str]] = []
         self.injections_done = False
@@ -561,7 +570,7 @@ class Round:
         self.deadline = deadline
         self.stop = stop or threading.Event()
         self.traffic_cache = traffic_cache
-        for i in range(1, 4):
+        for i in range(1, collectors + 1):
             packets = self.rng.randint(30, 70) * 1000
             self.jobs.append(ColJob(f"s{i}", f"synthetic:seed={self.rng.randrange(1 << 30)},packets={packets},"
                                     f"rate=20000,hosts=3000,pace=12000,batch=2048", SYN_WINDOW))
@@ -656,7 +665,8 @@ class Round:
         # A feeder lands a window about every 0.4 s for six seconds.  (Real captures
         # are short, and may wait for numba to compile: they do not count.)
         active = [j for j in self.jobs if not j.done and j.source.startswith("synthetic:")]
-        if (self.agg_queue or self.col_queue) and not active and self.topups < self.MAX_TOPUPS:
+        pending = self.agg_queue or self.col_queue or self.agg_point is not None
+        if pending and not active and self.topups < self.MAX_TOPUPS:
             self.topups += 1
             self.jobs.append(ColJob(f"top{self.topups}", f"synthetic:seed={self.rng.randrange(1 << 30)},"
                                     f"packets=60000,rate=20000,hosts=2000,pace=10000,batch=2048", SYN_WINDOW))
@@ -671,7 +681,7 @@ class Round:
                          self.logs / f"agg-{self.agg_starts:03d}.log",
                          self.agg_point.env() if self.agg_point else None, "aggregator", self.r.cpu)
         self.event(f"start aggregator #{self.agg_starts} {self.agg_point}")
-        self.agg_kill_at = None
+        self.agg_kill_at = self.agg_up_at = None
 
     def tick_aggregator(self, now: float) -> None:
         if self.agg is None:
@@ -679,16 +689,16 @@ class Round:
             return
         p, rc = self.agg_point, self.agg.poll()
         if rc is None:
-            if (p and p.how == "sigkill" and self.agg_kill_at is None
-                    and self.is_up(self.agg, self.shared / "aggregator" / "lease.json")):
-                self.agg_kill_at = now + p.delay  # from taking the lease: recovery, then the loop
+            if self.agg_up_at is None and self.is_up(self.agg, self.shared / "aggregator" / "lease.json"):
+                self.agg_up_at = now
+                if p and p.how == "sigkill":
+                    self.agg_kill_at = now + p.delay  # from taking the lease: recovery, then the loop
             if self.agg_kill_at is not None and now >= self.agg_kill_at:
                 self.agg.kill()
                 self.fired(p, "aggregator")
                 self.agg = None
-            elif (p and p.how == "failpoint" and now - self.agg.started > self.FP_TIMEOUT
-                  and (now - self.agg.started > 4 * self.FP_TIMEOUT or self.agg_idle_since(now) > self.FP_TIMEOUT)):
-                self.event(f"giving up on {p.kind} n={p.n}: running {now - self.agg.started:.1f}s, "
+            elif p and p.how == "failpoint" and self.agg_up_at is not None and self.give_up(now):
+                self.event(f"giving up on {p.kind} n={p.n}: up {now - self.agg_up_at:.1f}s, "
                            f"idle {self.agg_idle_since(now):.1f}s")
                 rc = self.stop_aggregator()
                 if rc == -signal.SIGKILL:  # reached while finishing its last transaction
@@ -704,6 +714,16 @@ class Round:
             if p:
                 self.retry(p, self.agg_queue, "aggregator")
         self.agg = None
+
+    def give_up(self, now: float) -> bool:
+        """A failpoint is out of reach when the aggregator has held the lease for FP_CAP seconds,
+        or when nothing is left to come (no synthetic collector running, no feeder left) and it
+        has been idle for FP_IDLE seconds."""
+        up = now - self.agg_up_at
+        if up > self.FP_CAP:
+            return True
+        coming = any(not j.done and j.source.startswith("synthetic:") for j in self.jobs)
+        return not coming and up > self.FP_IDLE and self.agg_idle_since(now) > self.FP_IDLE
 
     def agg_idle_since(self, now: float) -> float:
         """Seconds since the running aggregator last logged (0 until it has started its loop)."""
@@ -864,15 +884,17 @@ class Summary:
         for k, v in fired.items():
             by_target[k.split()[0]] += v
         lines = [f"crashtest: seed {self.seed}, {len(self.rounds)} rounds in {self.seconds:.1f}s",
-                 f"kill points fired: {sum(fired.values())} (aggregator {by_target['agg']}, collectors {by_target['col']})"]
+                 f"kill points fired: {sum(fired.values())} "
+                 f"(aggregator {by_target['agg']}, collectors {by_target['col']})"]
         for k in sorted(fired):
             lines.append(f"  {k:<22} {fired[k]}")
         unreached = self.total("unreached") if self.rounds else Counter()
         if unreached:
             lines.append(f"  given up, never reached: {dict(unreached)}")
         lines.append(f"restarts: aggregator {self.total('agg_restarts')}, collectors {self.total('col_restarts')}")
+        caps = sorted({p for r in self.rounds for p in r.pcaps})
         lines.append(f"collectors: {self.total('collectors')} ({sum(len(r.pcaps) for r in self.rounds)} on real "
-                     f"captures{': ' + ', '.join(sorted({p for r in self.rounds for p in r.pcaps})) if any(r.pcaps for r in self.rounds) else ''})")
+                     f"captures{': ' + ', '.join(caps) if caps else ''})")
         if self.pcap_note:
             lines.append(f"real captures not used: {self.pcap_note}")
         lines.append(f"window files consumed (distinct identities): {self.total('windows')}")
@@ -895,11 +917,9 @@ class Summary:
 
 def run_harness(kill_points: int = 200, seed: int | None = None, workdir: Path | None = None, jobs: int = 3,
                 per_round: int = 12, use_pcaps: bool = True, log=print, stop: threading.Event | None = None,
-                round_deadline: float = 300.0, agg_land_temp: bool = True) -> Summary:
+                round_deadline: float = 300.0, agg_land_temp: bool = True, collectors: int = 3) -> Summary:
     """Run rounds until at least ``kill_points`` kill points have fired (or were given up)."""
     seed = random.randrange(1 << 32) if seed is None else seed
-    import resource
-
     self_cpu0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
     rng = random.Random(seed)
     summary = Summary(seed)
@@ -918,7 +938,7 @@ def run_harness(kill_points: int = 200, seed: int | None = None, workdir: Path |
     seeds = [rng.randrange(1 << 32) for _ in range(len(chunks) + 8)]
 
     def one(i: int, points: list[KillPoint]) -> RoundResult:
-        res = Round(i, base, points, seeds[i], pcaps, cache, round_deadline, stop).run()
+        res = Round(i, base, points, seeds[i], pcaps, cache, round_deadline, stop, collectors).run()
         with lock:
             log(f"round {i}: {sum(res.fired.values())} kill points, {res.windows} windows, {res.packets} packets, "
                 f"{len(res.mismatches)} mismatches, {len(res.errors)} errors, {res.seconds:.1f}s")

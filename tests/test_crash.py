@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -90,10 +89,10 @@ def test_the_checker_is_not_vacuous(tmp_path):
 
 @pytest.mark.slow
 def test_crash_harness_short(tmp_path):
-    """Twelve kill points over three parallel rounds, synthetic sources only (the full harness
-    adds real captures with a tshark total)."""
+    """Twelve kill points over two parallel rounds of two collectors each, synthetic sources only
+    (the full harness adds real captures with a tshark total and more collectors)."""
     t0 = time.monotonic()
-    s = crashtest.run_harness(kill_points=12, seed=20261122, workdir=tmp_path, jobs=3, per_round=4,
+    s = crashtest.run_harness(kill_points=12, seed=20261122, workdir=tmp_path, jobs=2, per_round=6, collectors=2,
                               use_pcaps=False, log=lambda m: None, round_deadline=240, agg_land_temp=False)
     report = s.report()
     print(report)

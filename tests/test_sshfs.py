@@ -12,10 +12,10 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,8 +25,8 @@ from conftest import ROOT, Proc, read_json, wait_for
 pytestmark = pytest.mark.slow
 
 SSHD = "/usr/sbin/sshd"
-SPECS = {f"host{i}": f"synthetic:seed={40 + i},packets={30000 + 4001 * i},rate=20000,hosts=2000,pace=20000"
-         for i in (1, 2, 3)}
+SPECS = {f"host{i}": f"synthetic:seed={40 + i},packets={30000 + 4001 * i},rate=20000,hosts=2000,pace={pace}"
+         for i, pace in ((1, 8000), (2, 20000), (3, 20000))}
 WINDOW = ["--window-packets", "8192", "--window-seconds", "1"]
 
 
@@ -208,9 +208,22 @@ def test_three_collectors_and_a_polling_daemon_through_sshfs(sshfs_mounts, tmp_p
     try:
         wait_for(lambda: (read_json(export / "netsense" / "aggregator" / "lease.json") or {}).get("pid") == agg.p.pid,
                  120, what="aggregator holding the lease")
-        cols = [Proc(["collector", "run", "--shared", str(shared_a), "--node", n, "--source", s, *WINDOW,
-                      "--status-interval", "0.5"], tmp_path / f"{n}.log") for n, s in SPECS.items()]
-        for c in cols:
+        args = {n: ["collector", "run", "--shared", str(shared_a), "--node", n, "--source", s, *WINDOW,
+                    "--status-interval", "0.5"] for n, s in SPECS.items()}
+        cols = [Proc(a, tmp_path / f"{n}.log") for n, a in args.items()]
+        # Crash host1 mid-run (SIGKILL: no open window landed, status behind) and restart it: it
+        # cleans its temp files and resumes through the mount; re-landed windows are duplicates.
+        def host1_files():
+            return [p for d in ("nodes", "archive") for p in (export / "netsense" / d).glob("host1/*.nsw")]
+
+        wait_for(lambda: len(host1_files()) >= 2 or cols[0].p.poll() is not None, 120, what="host1 landing windows")
+        finishing = cols
+        if cols[0].p.poll() is None:
+            cols[0].p.kill()
+            assert cols[0].wait() == -signal.SIGKILL
+            cols.append(Proc(args["host1"], tmp_path / "host1-restart.log"))
+            finishing = cols[1:]
+        for c in finishing:
             assert c.wait(240) == 0, c.output()
         want = exp.total["valid_packets"]
         # The daemon, not a final drain, consumes everything, through its own mount.
