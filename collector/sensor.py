@@ -23,20 +23,22 @@ buffers would: a thread preempted after fetching the old buffer appends to it
 later).  On a free-threaded build a ``list`` (whose operations lock per object)
 replaces the array.
 
-Threads:
+Threads (each wake-up takes the GIL from the request threads, so there is one
+periodic wake-up, every ``drain_interval``):
 
-* ``netsense-sensor-drain`` moves the buffer every ``drain_interval`` (0.2 s)
-  into a queue of numpy chunks stamped with the wall clock at the drain (an
-  event's time is thus its drain time, at most ``drain_interval`` late).  The
-  queue is bounded by ``max_buffered`` events, so a stalled shared file system
-  can never make the web service run out of memory: beyond the bound, chunks
-  are dropped and counted (``stats()["dropped"]``, logged).
 * ``netsense-sensor-<node>`` runs ``Collector(...).run(stop)`` over a live
-  ``Source`` whose batches come from that queue, at least every 0.5 s (empty if
-  need be), so windows close on the wall clock.  Windowing, landing and status
-  files are the daemon's code.  If the collector fails (shared directory
-  unwritable...), the failure is logged and a new run (a new random run id) is
-  started after a back-off; the web service never sees an exception.
+  ``Source`` whose generator, every ``drain_interval`` (0.2 s), moves the
+  buffer out and yields it as a Records batch (empty if need be, so windows
+  close on the wall clock), each event stamped with the wall clock of its drain
+  (at most ``drain_interval`` late).  Windowing, landing and status files are
+  the daemon's code.  If the collector fails (shared directory unwritable...),
+  the failure is logged and a new run (a new random run id) starts after a
+  back-off; the web service never sees an exception.
+* ``netsense-sensor-watchdog`` wakes every second or so and drains only when the
+  collector thread has not (landing blocked on a hung file system, or backing
+  off), into a queue bounded by ``max_buffered`` events, so a stalled shared
+  file system can never make the web service run out of memory: beyond the
+  bound, events are dropped and counted (``stats()["dropped"]``, logged).
 
 Addresses: a dotted-quad ``str`` (also the IPv4-mapped IPv6 form
 ``::ffff:a.b.c.d`` that dual-stack servers report), an ``int`` in
@@ -142,7 +144,9 @@ class Sensor:
         self._bad = []               # counts of not_ipv4 events, appended by record()/record_many()
 
         # Drain -> collector hand-off.
-        self._cond = threading.Condition()
+        self._cond = threading.Lock()        # guards the queue and the counters below
+        self._drain_lock = threading.Lock()  # one drain at a time (collector thread or watchdog)
+        self._last_drain = time.monotonic()
         self._queue: list = []       # (ts_ns, keys uint64 array, n_not_ipv4)
         self._queued = 0
         self._final = False          # the last drain after close() is in the queue
@@ -156,7 +160,7 @@ class Sensor:
         self._closed = False
         self._disabled = False       # set in a forked child
         self._lifecycle = threading.Lock()
-        self._drainer: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
         self._runner: threading.Thread | None = None
         self._collector: Collector | None = None
         self.summaries: list[RunSummary] = []   # one per collector run, the last one current
@@ -244,56 +248,66 @@ class Sensor:
         pass
 
     # -- draining --------------------------------------------------------------
-    def _drain_once(self, final: bool = False) -> None:
-        buf = self._buf
-        n = len(buf)
-        if n:
-            chunk = buf[:n]
-            del buf[:n]     # appends made since len() stay, at the front now
-            keys = np.frombuffer(chunk, dtype=np.uint64) if _GIL else np.array(chunk, dtype=np.uint64)
-        else:
-            keys = _EMPTY_U64
-        bad = self._bad
-        m = len(bad)
-        nbad = sum(bad[:m]) if m else 0
-        if m:
-            del bad[:m]
-        ts = time.time_ns()
-        with self._cond:
-            total = n + nbad
-            self._drained += total
-            self._not_ipv4 += nbad
-            if total and self._queued + total > self.max_buffered:
-                self._dropped += total
-                now = time.monotonic()
-                if now - self._last_drop_log > 60:
-                    self._last_drop_log = now
-                    log.warning("sensor %s: the collector is not keeping up (shared directory stalled?); "
-                                "dropped %d events so far", self.node, self._dropped)
-            elif total:
-                self._queue.append((ts, keys, nbad))
-                self._queued += total
-            if final:
-                self._final = True
-            self._cond.notify_all()
+    def _drain_once(self, final: bool = False, watchdog: bool = False) -> None:
+        """Move the buffer into the queue (bounded by ``max_buffered``); ``final``: the last one."""
+        with self._drain_lock:
+            if self._final or (watchdog and self._closing.is_set()):
+                return  # nothing may follow the final drain
+            self._last_drain = time.monotonic()
+            buf = self._buf
+            n = len(buf)
+            if n:
+                chunk = buf[:n]
+                del buf[:n]     # appends made since len() stay, at the front now
+                keys = np.frombuffer(chunk, dtype=np.uint64) if _GIL else np.array(chunk, dtype=np.uint64)
+            else:
+                keys = _EMPTY_U64
+            bad = self._bad
+            m = len(bad)
+            nbad = sum(bad[:m]) if m else 0
+            if m:
+                del bad[:m]
+            ts = time.time_ns()
+            with self._cond:
+                total = n + nbad
+                self._drained += total
+                self._not_ipv4 += nbad
+                if total and self._queued + total > self.max_buffered:
+                    self._dropped += total
+                    now = time.monotonic()
+                    if now - self._last_drop_log > 60:
+                        self._last_drop_log = now
+                        log.warning("sensor %s: the collector is not keeping up (shared directory stalled?); "
+                                    "dropped %d events so far", self.node, self._dropped)
+                elif total:
+                    self._queue.append((ts, keys, nbad))
+                    self._queued += total
+                if final:
+                    self._final = True
 
-    def _drain_loop(self) -> None:
-        try:
-            while not self._closing.wait(self.drain_interval):
+    def _watchdog_loop(self) -> None:
+        """Drain (into the bounded queue) only while the collector thread cannot: blocked landing
+        on a hung file system, or backing off after a failure.  Normally it finds a recent drain
+        and goes back to sleep, so the process has one periodic wake-up, not two: each wake-up
+        takes the GIL from the request threads, which costs most when CPUs are oversubscribed."""
+        period = max(1.0, 4 * self.drain_interval)
+        while not self._closing.wait(period):
+            if time.monotonic() - self._last_drain > period:
                 try:
-                    self._drain_once()
+                    self._drain_once(watchdog=True)
                 except Exception:
                     log.exception("sensor %s: drain failed", self.node)
-        finally:
-            self._drain_once(final=True)
 
     def _batches(self, stop: threading.Event):
-        """The live source: Records batches from the queue, at least every 0.5 s."""
+        """The live source: every ``drain_interval``, drain and yield a Records batch (empty if
+        need be); after ``close()``, a final drain and then the end."""
         position = 0
         while True:
+            if not self._queue and not self._final:
+                self._closing.wait(self.drain_interval)
+            if not self._final:
+                self._drain_once(final=self._closing.is_set())
             with self._cond:
-                if not self._queue and not self._final:
-                    self._cond.wait(min(0.5, self.drain_interval * 2.5))
                 chunks, n = [], 0
                 while self._queue and (not chunks or n + len(self._queue[0][1]) <= BATCH_EVENTS):
                     c = self._queue.pop(0)
@@ -339,7 +353,7 @@ class Sensor:
                               "" if closing_at_start else f"; starting a new run in {backoff:.0f} s")
             if closing_at_start:
                 with self._cond:
-                    lost = self._queued
+                    lost = self._queued + len(self._buf)
                     self._queue, self._queued = [], 0
                 log.error("sensor %s: closing with a failing collector; %d queued events not landed",
                           self.node, lost)
@@ -355,10 +369,12 @@ class Sensor:
             if self._started:
                 return self
             first = self._new_collector()  # configuration errors surface here, in the caller
+            _warm_up()
             self._started = True
-            self._drainer = threading.Thread(target=self._drain_loop, name="netsense-sensor-drain", daemon=True)
+            self._watchdog = threading.Thread(target=self._watchdog_loop, name="netsense-sensor-watchdog",
+                                              daemon=True)
             self._runner = threading.Thread(target=self._run_loop, args=(first,), name=f"netsense-sensor-{self.node}", daemon=True)
-            self._drainer.start()
+            self._watchdog.start()
             self._runner.start()
             _LIVE.add(self)
         return self
@@ -377,7 +393,7 @@ class Sensor:
                 self.record_many = self._disabled_record_many
                 return
         deadline = None if timeout is None else time.monotonic() + timeout
-        for t in (self._drainer, self._runner):
+        for t in (self._runner, self._watchdog):
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
             if t.is_alive():
                 log.warning("sensor %s: %s did not finish within %s s", self.node, t.name, timeout)
@@ -395,7 +411,8 @@ class Sensor:
         self.record = self._disabled_record
         self.record_many = self._disabled_record_many
         self._lifecycle = threading.Lock()
-        self._cond = threading.Condition()
+        self._cond = threading.Lock()
+        self._drain_lock = threading.Lock()
         self._closing = threading.Event()
         log.warning("sensor %s was started before fork(); it is disabled in child process %d: "
                     "start one Sensor per worker, with its own node name, after the fork", self.node, os.getpid())
@@ -419,6 +436,39 @@ class Sensor:
         d["packets"] = sum(s.packets for s in self.summaries)
         d["state"] = self.summaries[-1].state if self.summaries else ("closed" if self._closed else "new")
         return d
+
+
+_warm = False
+_warm_lock = threading.Lock()
+
+
+def _warm_up() -> None:
+    """Run the windowing and matrix code once, in ``start()``: their first call in a process
+    loads compiled code (numba, GraphBLAS) for about half a second while holding the GIL, which
+    the collector thread would otherwise do while the web service is already serving requests."""
+    global _warm
+    with _warm_lock:
+        if _warm:
+            return
+        _warm = True
+        try:
+            _warm_up_once()
+        except Exception:  # only an optimization
+            log.debug("warm-up failed", exc_info=True)
+
+
+def _warm_up_once() -> None:
+    import graphblas as gb
+
+    gb.ss.config  # noqa: B018 - graphblas loads submodules lazily, and not thread-safely: load it here
+    from .window import NS, Windower, to_matrix
+
+    w = Windower(window_packets=2, window_seconds=1)
+    w.feed(Records(np.array([NS, NS, 2 * NS], np.int64), np.array([1, 2, 3], np.uint32),
+                   np.array([4, 5, 6], np.uint32), np.array([0, 0, NOT_IPV4], np.uint8), 3))
+    w.tick(3 * NS)
+    w.flush()
+    to_matrix(np.array([1, 2], np.uint32), np.array([3, 4], np.uint32))
 
 
 def _to_records(chunks: list, position: int) -> Records:
