@@ -58,6 +58,42 @@ class RunSummary:
     last_window: dict | None = None
 
 
+class _Background:
+    """``fn(arg)`` on a thread of its own; ``result()`` waits, then returns or raises what it did.
+
+    Where no thread can be started (the interpreter is shutting down), ``fn`` runs right away.
+    """
+
+    def __init__(self, fn, arg, name: str):
+        self._exc: BaseException | None = None
+        self._thread: threading.Thread | None = threading.Thread(target=self._run, args=(fn, arg), name=name,
+                                                                 daemon=True)
+        try:
+            self._thread.start()
+        except RuntimeError:
+            self._thread = None
+            self._run(fn, arg)
+
+    def _run(self, fn, arg) -> None:
+        try:
+            fn(arg)
+        except BaseException as e:  # handed to result(), in the caller's thread
+            self._exc = e
+
+    def done(self) -> bool:
+        return self._thread is None or not self._thread.is_alive()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self) -> None:
+        self.wait()
+        exc, self._exc = self._exc, None
+        if exc is not None:
+            raise exc
+
+
 class Collector:
     """One node's collector; owns its landing folder and its status file."""
 
@@ -79,31 +115,44 @@ class Collector:
         self.started = time.time()
         self._last_status = 0.0
         self.landing_dir = self.layout.landing(cfg.node)
+        # Landing is mostly waiting (write, fsync, rename, fsync of the folder): it runs on one
+        # background thread while the next window is read and encoded.  At most one window is
+        # in flight, and only while the spool is empty, so windows still land in order.
+        self._inflight: tuple[Pending, _Background] | None = None
 
     # -- landing -------------------------------------------------------------
     def encode(self, w: Window) -> Pending:
         name = WindowName(self.cfg.node, w.start, w.end, self.source.run, w.seq)
-        src, dst, anon = w.src, w.dst, None
+        mapping, anon = None, None
         if self.anonymizer is not None:
-            src, dst = self.anonymizer.anonymize(src), self.anonymizer.anonymize(dst)
-            anon = self.anonymizer.fingerprint
+            # Anonymize the distinct sources and the links, not every packet's two addresses.
+            mapping, anon = self.anonymizer.anonymize, self.anonymizer.fingerprint
         header = winfile.window_header(
             name, source=self.cfg.source, records=w.records, packets=w.packets, skipped=w.skipped,
             first_ts_ns=w.first_ts_ns, last_ts_ns=w.last_ts_ns, anonymization=anon,
             created=time.time(), host=self.host)
-        data = winfile.encode(header, {"A": to_matrix(src, dst)}, secret=self.secret)
+        a = to_matrix(w.src, w.dst, mapping)
+        try:
+            data = winfile.encode(header, {"A": a}, secret=self.secret)
+        finally:
+            # python-graphblas objects sit in reference cycles, freed only when the cyclic GC runs:
+            # free the matrix's arrays now, or memory grows by a window's matrix per window until then.
+            a.clear()
         info = {"identity": name.identity, "file": name.filename, "start": w.start, "end": w.end, "seq": w.seq,
                 "position": w.position, "packets": w.packets, "records": w.records, "skipped": w.skipped}
         return Pending(name.filename, data, info)
 
-    def _land_one(self, p: Pending) -> None:
-        """Land one window or raise LandingError; account for it once it is on shared storage."""
-        try:
-            landing.atomic_write(self.landing_dir / p.filename, p.data)
-            failpoint("col.land.done")
+    def _write(self, p: Pending) -> None:
+        """Put one encoded window on shared storage (raises AlreadyLanded / LandingError)."""
+        landing.atomic_write(self.landing_dir / p.filename, p.data)
+        failpoint("col.land.done")
+
+    def _landed(self, p: Pending, fresh: bool) -> None:
+        """Account for a window that is on shared storage (``fresh``: we wrote it just now)."""
+        if fresh:
             self.summary.windows_landed += 1
             log.debug("landed %s (%d packets)", p.filename, p.info["packets"])
-        except AlreadyLanded:
+        else:
             # Same identity landed before (a restart re-reading a replayable source): the
             # aggregator drops an identical duplicate and quarantines a conflicting one.
             self.summary.windows_already_present += 1
@@ -115,8 +164,36 @@ class Collector:
             s.skipped[k] = s.skipped.get(k, 0) + v
         s.last_window = {k: i[k] for k in ("identity", "file", "start", "end", "seq", "position")}
 
+    def _land_one(self, p: Pending) -> None:
+        """Land one window or raise LandingError; account for it once it is on shared storage."""
+        try:
+            self._write(p)
+        except AlreadyLanded:
+            self._landed(p, False)
+        else:
+            self._landed(p, True)
+
+    def settle(self, stop: threading.Event | None = None) -> None:
+        """Wait for the window landing in the background; account for it, or spool it if that failed."""
+        if self._inflight is None:
+            return
+        p, bg = self._inflight
+        bg.wait()  # (if interrupted here, the window is still in flight for the next settle)
+        self._inflight = None
+        try:
+            bg.result()
+        except AlreadyLanded:
+            self._landed(p, False)
+        except LandingError as e:
+            self.spool.failed()
+            log.warning("cannot land %s (%s): spooling locally and retrying with backoff", p.filename, e)
+            self._keep(p, stop or threading.Event())
+        else:
+            self._landed(p, True)
+
     def drain(self, stop: threading.Event, block: bool) -> None:
         """Land spooled windows in order; with ``block``, wait (backoff) until empty or stopped."""
+        self.settle(stop)
         sp = self.spool
         while sp:
             wait = sp.wait_time()
@@ -137,19 +214,21 @@ class Collector:
         self.summary.spooled = len(sp)
 
     def land(self, w: Window, stop: threading.Event | None = None) -> None:
-        """Land ``w`` now, or spool it behind earlier windows if storage is failing."""
+        """Land ``w`` (in the background: see ``settle``), or spool it behind earlier windows if storage is failing."""
         stop = stop or threading.Event()
         p = self.encode(w)
+        self.settle(stop)
         sp = self.spool
         if sp:
             self.drain(stop, block=False)
         if not sp:
-            try:
-                self._land_one(p)
-                return
-            except LandingError as e:
-                sp.failed()
-                log.warning("cannot land %s (%s): spooling locally and retrying with backoff", p.filename, e)
+            self._inflight = (p, _Background(self._write, p, f"netsense-land-{self.cfg.node}"))
+            return
+        self._keep(p, stop)
+
+    def _keep(self, p: Pending, stop: threading.Event) -> None:
+        """Spool ``p`` (storage is failing), waiting for room if the source can wait, else dropping it."""
+        sp = self.spool
         if not sp.fits(p) and not self.source.live:
             # A replayable source can wait: back-pressure instead of loss.
             while sp and not sp.fits(p) and not stop.is_set():
@@ -259,12 +338,14 @@ class Collector:
                         self.land(w, stop)
                 if self.spool:
                     self.drain(stop, block=False)
+                elif self._inflight is not None and self._inflight[1].done():
+                    self.settle(stop)  # account for it now: the status must not lag while the source is quiet
                 self.write_status()
                 if stop.is_set():
                     break
             for w in win.flush():
                 self.land(w, stop)
-            self.drain(stop, block=True)
+            self.drain(stop, block=True)  # settles the window in flight first
             for p in list(self.spool.items):  # only when stopped while storage is still failing
                 self.drop(p, "stopped before the shared directory accepted it")
             self.spool = Spool(self.cfg.spool_bytes)
@@ -278,10 +359,18 @@ class Collector:
                 halt.set()  # never block on a full spool while failing
                 for w in win.flush():
                     self.land(w, halt)
+                self.settle(halt)
             except Exception:
                 log.exception("could not land the open window")
             raise
         finally:
+            if self._inflight is not None:  # failed before settling it: account for it (or log why not)
+                try:
+                    halt = threading.Event()
+                    halt.set()
+                    self.settle(halt)
+                except Exception:
+                    log.exception("could not land the window in flight")
             self.summary.unfilled_gaps = win.unfilled_gaps
             self.write_status(force=True)
         if win.unfilled_gaps:

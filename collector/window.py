@@ -14,9 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .records import COUNTED, REASONS, Records, mark_broadcast
+from .records import COUNTED, LIMITED_BROADCAST, REASONS, Records, mark_broadcast
 
 NS = 1_000_000_000
+_EMPTY = np.empty(0, np.uint32)
+_MIN_BUFFER = 1 << 17   # first allocation of a window's src/dst columns (grown by doubling)
+_S32 = np.uint64(32)
+_U32 = np.uint64(0xFFFFFFFF)
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,8 @@ class Window:
 
 @dataclass
 class _Open:
-    src: list = field(default_factory=list)
-    dst: list = field(default_factory=list)
+    src: np.ndarray = field(default_factory=lambda: _EMPTY)  # counted packets: src[:valid], dst[:valid]
+    dst: np.ndarray = field(default_factory=lambda: _EMPTY)  # (allocated and grown by Windower._append)
     records: int = 0
     skipped: Counter = field(default_factory=Counter)
     first: int | None = None
@@ -76,8 +80,9 @@ class Windower:
     # -- internals -------------------------------------------------------
     def _close(self, out: list) -> None:
         o = self.open
-        src = np.concatenate(o.src) if len(o.src) > 1 else (o.src[0] if o.src else np.empty(0, np.uint32))
-        dst = np.concatenate(o.dst) if len(o.dst) > 1 else (o.dst[0] if o.dst else np.empty(0, np.uint32))
+        src, dst = o.src[:o.valid], o.dst[:o.valid]
+        if 2 * o.valid < len(o.src):  # most of the buffer unused: do not keep it alive with the window
+            src, dst = src.copy(), dst.copy()
         ws = self.window_seconds
         out.append(Window(self.seq, self.slot * ws, (self.slot + 1) * ws, src, dst, o.records,
                           dict(sorted(o.skipped.items())), o.first, o.last, self.position))
@@ -99,28 +104,53 @@ class Windower:
         self.slot = new_slot
         self.slot_had_window = False
 
+    def _append(self, src: np.ndarray, dst: np.ndarray) -> None:
+        """Copy counted packets into the open window's columns (one buffer per window, no lists)."""
+        o = self.open
+        k = len(src)
+        end = o.valid + k
+        if end > len(o.src):
+            cap = max(end, min(self.window_packets, max(2 * len(o.src), _MIN_BUFFER)))
+            grown_src, grown_dst = np.empty(cap, np.uint32), np.empty(cap, np.uint32)
+            grown_src[:o.valid] = o.src[:o.valid]
+            grown_dst[:o.valid] = o.dst[:o.valid]
+            o.src, o.dst = grown_src, grown_dst
+        o.src[o.valid:end] = src
+        o.dst[o.valid:end] = dst
+        o.valid = end
+
+    def _times(self, ts: np.ndarray) -> None:
+        # Min/max over the whole chunk, not its first/last record: out-of-order timestamps
+        # (which join the open window) otherwise gave last < first, and values that
+        # depended on how the stream happened to be split into batches.
+        o = self.open
+        lo, hi = int(ts.min()), int(ts.max())
+        o.first = lo if o.first is None else min(o.first, lo)
+        o.last = hi if o.last is None else max(o.last, hi)
+
+    def _take_all(self, rec: Records, i: int, j: int) -> None:
+        """Records i..j-1, every one counted (the fast path)."""
+        self._append(rec.src[i:j], rec.dst[i:j])
+        self.open.records += j - i
+        self._times(rec.ts_ns[i:j])
+
     def _take(self, rec: Records, reason: np.ndarray, valid: np.ndarray, i: int, j: int) -> None:
         if j <= i:
             return
         o = self.open
         v = valid[i:j]
-        o.src.append(rec.src[i:j][v])
-        o.dst.append(rec.dst[i:j][v])
         nv = int(v.sum())
-        o.valid += nv
+        if nv == j - i:
+            self._append(rec.src[i:j], rec.dst[i:j])
+        elif nv:
+            self._append(rec.src[i:j][v], rec.dst[i:j][v])
         o.records += j - i
         if nv != j - i:
             codes = np.bincount(reason[i:j], minlength=len(REASONS) + 1)
             for code, n in enumerate(codes):
                 if code != COUNTED and n:
                     o.skipped[REASONS.get(code, f"reason_{code}")] += int(n)
-        # Min/max over the whole chunk, not its first/last record: out-of-order timestamps
-        # (which join the open window) otherwise gave last < first, and values that
-        # depended on how the stream happened to be split into batches.
-        ts = rec.ts_ns[i:j]
-        lo, hi = int(ts.min()), int(ts.max())
-        o.first = lo if o.first is None else min(o.first, lo)
-        o.last = hi if o.last is None else max(o.last, hi)
+        self._times(rec.ts_ns[i:j])
 
     # -- API ---------------------------------------------------------------
     def resume_after(self, seq: int, start: int, position: int) -> None:
@@ -143,11 +173,27 @@ class Windower:
         if n == 0:
             self.position = rec.position
             return out
+        slot_ns = self.window_seconds * NS
+        if self.slot is None:
+            self.slot = int(rec.ts_ns[0]) // slot_ns
+        # Fast path, nearly every batch of a busy link: the whole batch is in the open slot (time
+        # only moves forward, so that is its latest record's slot) and every record counts.  Then
+        # windows only close on the packet count: a few reductions and one copy per batch.
+        if (int(rec.ts_ns.max()) // slot_ns <= self.slot and not rec.reason.any()
+                and int(rec.src.max()) != LIMITED_BROADCAST and int(rec.dst.max()) != LIMITED_BROADCAST):
+            i = 0
+            while i < n:
+                k = min(n, i + self.window_packets - self.open.valid)
+                self._take_all(rec, i, k)
+                self.position = rec.position - (n - k)
+                if self.open.valid == self.window_packets:
+                    self._close(out)
+                i = k
+            self.position = rec.position
+            return out
         reason = mark_broadcast(rec)
         valid = reason == COUNTED
-        slots = rec.ts_ns // (self.window_seconds * NS)
-        if self.slot is None:
-            self.slot = int(slots[0])
+        slots = rec.ts_ns // slot_ns
         slots = np.maximum.accumulate(np.maximum(slots, self.slot))
         cv = np.cumsum(valid)
         i = 0
@@ -192,12 +238,46 @@ class Windower:
         return out
 
 
-def to_matrix(src: np.ndarray, dst: np.ndarray):
+def _hypercsr(key: np.ndarray, weight: np.ndarray | None = None):
+    """Sorted 64-bit keys (row << 32 | col) -> the hypersparse CSR arrays GraphBLAS keeps.
+
+    Equal keys are summed: each counts 1, or its ``weight``.  Returns uint64 (Ah: the non-empty
+    rows, Ap: row pointers, Aj: column per entry, Ax: value per entry), every one a new array.
+    """
+    n = len(key)
+    new = np.empty(n, bool)
+    new[0] = True
+    np.not_equal(key[1:], key[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    nu = len(starts)
+    if weight is None:
+        ax = np.diff(starts, append=n).astype(np.uint64)
+    else:
+        ax = weight.copy() if nu == n else np.add.reduceat(weight, starts).astype(np.uint64)
+    uk = key[starts]
+    rows = uk >> _S32
+    first = np.empty(nu, bool)
+    first[0] = True
+    np.not_equal(rows[1:], rows[:-1], out=first[1:])
+    rs = np.flatnonzero(first)
+    ap = np.empty(len(rs) + 1, np.uint64)
+    ap[:-1] = rs
+    ap[-1] = nu
+    return rows[rs], ap, uk & _U32, ax
+
+
+def to_matrix(src: np.ndarray, dst: np.ndarray, mapping=None):
     """A[src, dst] = packets from src to dst, a 2^32 x 2^32 hypersparse UINT64 matrix.
 
-    Duplicates are summed by sorting one 64-bit key per packet and counting
-    runs; handing GraphBLAS sorted, unique coordinates is cheaper than its own
-    duplicate handling.
+    Duplicates are summed by sorting one 64-bit key per packet and counting runs
+    straight into the hypersparse CSR arrays GraphBLAS keeps, which are then imported
+    (not built): the same matrix, and the same serialized bytes, as ``Matrix.from_coo``
+    on sorted unique coordinates, at a fraction of the cost.
+
+    ``mapping`` renames addresses (``Anonymizer.anonymize``: uint32 array -> uint32 array,
+    elementwise).  ``to_matrix(src, dst, f)`` equals ``to_matrix(f(src), f(dst))``, but ``f``
+    sees only the distinct sources and the links' destinations, not two addresses per
+    packet, and only the links are sorted again.
     """
     import graphblas as gb
 
@@ -205,12 +285,21 @@ def to_matrix(src: np.ndarray, dst: np.ndarray):
 
     if len(src) == 0:
         return gb.Matrix("UINT64", nrows=N, ncols=N)
-    key = (src.astype(np.uint64) << np.uint64(32)) | dst.astype(np.uint64)
+    key = np.asarray(src).astype(np.uint64)
+    key <<= _S32
+    d = np.asarray(dst)
+    key |= d if d.dtype == np.uint32 else d.astype(np.uint64)
     key.sort()
-    edges = np.flatnonzero(np.diff(key)) + 1
-    starts = np.concatenate(([0], edges))
-    counts = np.diff(np.concatenate((starts, [len(key)]))).astype(np.uint64)
-    uk = key[starts]
-    rows = uk >> np.uint64(32)
-    cols = uk & np.uint64(0xFFFFFFFF)
-    return gb.Matrix.from_coo(rows, cols, counts, nrows=N, ncols=N, dtype="UINT64")
+    ah, ap, aj, ax = _hypercsr(key)
+    if mapping is not None:
+        rows = np.asarray(mapping(ah.astype(np.uint32)), np.uint32).astype(np.uint64)
+        rows <<= _S32
+        key = np.repeat(rows, np.diff(ap).astype(np.int64))
+        key |= np.asarray(mapping(aj.astype(np.uint32)), np.uint32)
+        order = np.argsort(key)
+        ah, ap, aj, ax = _hypercsr(key[order], ax[order])
+    # GrB_Matrix_build makes a matrix whose values are all equal iso (one value stored); so do we.
+    iso = bool((ax == ax[0]).all())
+    return gb.Matrix.ss.import_hypercsr(nrows=N, ncols=N, rows=ah, indptr=ap, col_indices=aj,
+                                        values=ax[:1].copy() if iso else ax, is_iso=iso, nvec=len(ah),
+                                        sorted_cols=True, take_ownership=True, dtype="UINT64")

@@ -44,6 +44,8 @@ N = 1 << 32  # matrix dimension: the IPv4 address space
 DTYPE = "UINT64"
 CODEC = "graphblas-suitesparse-zstd"
 ZSTD_LEVEL = 1  # level 1: ~4x smaller than raw at a few ms per 2^17-packet window
+# One thread: a window's blob is small, and OpenMP's spinning threads made (de)serialization
+# about 10x slower on a busy 2-core machine; parallelism comes from running more processes.
 
 
 def _canonical(header: dict) -> bytes:
@@ -66,7 +68,7 @@ class Payload:
 def serialize(blobs: dict[str, gb.Matrix]) -> Payload:
     parts, entries, offset = [], [], 0
     for name, m in blobs.items():
-        raw = m.ss.serialize("zstd", level=ZSTD_LEVEL)
+        raw = m.ss.serialize("zstd", level=ZSTD_LEVEL, nthreads=1)
         b = raw.tobytes() if isinstance(raw, np.ndarray) else bytes(raw)
         entries.append({"name": name, "offset": offset, "bytes": len(b), "nvals": int(m.nvals),
                         "nrows": int(m.nrows), "ncols": int(m.ncols), "dtype": str(m.dtype)})
@@ -114,7 +116,7 @@ class Parsed:
             raise BadWindowFile("missing_blob", name)
         blob = self.payload[e["offset"]: e["offset"] + e["bytes"]]
         try:
-            m = gb.Matrix.ss.deserialize(np.frombuffer(blob, np.uint8))
+            m = gb.Matrix.ss.deserialize(np.frombuffer(blob, np.uint8), nthreads=1)
         except Exception as ex:  # SuiteSparse raises several types for corrupt input
             raise BadWindowFile("bad_payload", f"cannot deserialize {name}: {ex}") from None
         if not isinstance(m, gb.Matrix) or m.nrows != N or m.ncols != N:
