@@ -494,9 +494,10 @@ _PCAPNG = b"\x0a\x0d\x0d\x0a"
 
 
 def read_capture(stream, chunk_bytes: int = 2 << 20) -> Iterator[Records]:
-    # 2 MiB reads: the batch then stays in cache through parsing and windowing (measured
-    # 19.5 M records/s parsing vs 12.5 M with 8 MiB reads on this machine).
     """Yield ``Records`` batches from a classic pcap or pcapng stream (detected by magic).
+
+    2 MiB reads keep a batch in cache through parsing and windowing (measured
+    19.5 M records/s parsing vs 12.5 M with 8 MiB reads on this machine).
 
     ``stream`` is any binary file object, seekable or not; it is read
     sequentially, ``chunk_bytes`` at a time, and never held in memory whole.
