@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from graphblas import ss as _gb_ss  # loaded here: graphblas loads .ss lazily, and not thread-safely
+
 from . import __version__, landing, winfile
 from .errors import AlreadyLanded, LandingError
 from .faults import failpoint
@@ -295,9 +297,7 @@ class Collector:
 
     # -- main loop -------------------------------------------------------------
     def run(self, stop: threading.Event) -> RunSummary:
-        import graphblas as gb
-
-        gb.ss.config["nthreads"] = 1  # small matrices: OpenMP threads cost more than they give
+        _gb_ss.config["nthreads"] = 1  # small matrices: OpenMP threads cost more than they give
         self.layout.ensure(self.landing_dir, self.layout.status_dir())
         stale = landing.remove_stale_temps(self.landing_dir) + landing.remove_stale_temps(
             self.layout.status_dir(), f"{self.cfg.node}.json.")

@@ -219,10 +219,11 @@ class Windower:
     def tick(self, now_ns: int) -> list[Window]:
         """Close windows whose slot has ended on the wall clock (live sources go quiet)."""
         out: list[Window] = []
-        if self.slot is not None:
-            now_slot = now_ns // (self.window_seconds * NS)
-            if now_slot > self.slot:
-                self._advance(int(now_slot), out)
+        now_slot = int(now_ns // (self.window_seconds * NS))
+        if self.slot is None:
+            self.slot = now_slot  # a live source silent from the start still lands empty windows
+        elif now_slot > self.slot:
+            self._advance(now_slot, out)
         return out
 
     def flush(self) -> list[Window]:

@@ -419,3 +419,10 @@ def test_to_matrix_small_by_hand_and_empty():
     assert sorted(zip(*(x.tolist() for x in A.to_coo()))) == [(1, 5, 2), (1, 0xFFFFFFFF, 1), (2, 5, 1)]
     E = to_matrix(np.empty(0, np.uint32), np.empty(0, np.uint32))
     assert (E.nvals, E.nrows, E.ncols, str(E.dtype)) == (0, 1 << 32, 1 << 32, "UINT64")
+
+
+def test_tick_lands_empty_windows_for_a_live_source_silent_from_the_start():
+    w = Windower(window_packets=10, window_seconds=2)
+    assert w.tick(100 * 10**9) == []          # starts the clock in slot 50
+    out = w.tick(106 * 10**9)                 # slots 50, 51, 52 ended without traffic
+    assert [(x.start, x.records) for x in out] == [(100, 0), (102, 0), (104, 0)]
