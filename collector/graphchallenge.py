@@ -90,7 +90,7 @@ import graphblas as gb
 import numpy as np
 
 from . import landing, winfile
-from .errors import AlreadyLanded, BadWindowFile, ConfigError, LandingError, NetsenseError, SourceError
+from .errors import AlreadyLanded, BadWindowFile, ConfigError, NetsenseError, SourceError
 from .layout import Layout, WindowName, check_node
 
 log = logging.getLogger("netsense.graphchallenge")
@@ -549,40 +549,16 @@ def export_tar(window_files, out_tar, *, byteswap: bool = True, overwrite: bool 
     if not files:
         raise ConfigError("no window files to export")
     mtime = int(time.time())
-    tmp = landing.temp_name(out)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "wb") as f, _single_threaded():
-            for k, p in enumerate(files):
-                name = WindowName.parse(p.name)
-                if name is None:
-                    raise BadWindowFile("bad_name", f"{p.name} is not a window file name")
-                a = winfile.check_window(winfile.read(p), name)
-                blob = to_challenge(a, byteswap=byteswap)
-                f.write(_ustar_header(f"{k}.grb", len(blob), mtime))
-                f.write(blob)
-                f.write(b"\0" * (-len(blob) % _BLOCK))
-            if end_marker:
-                f.write(b"\0" * (2 * _BLOCK))
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, out)
-        else:
-            try:
-                os.link(tmp, out)  # fails with EEXIST instead of clobbering
-            except FileExistsError:
-                raise AlreadyLanded(f"{out} exists already") from None
-            except OSError:  # no hard links on this file system: check, then rename
-                if out.exists():
-                    raise AlreadyLanded(f"{out} exists already") from None
-                os.rename(tmp, out)
-        landing.fsync_dir(out.parent)
-        return len(files)
-    except OSError as e:
-        raise LandingError(f"cannot write {out}: {e.strerror or e}") from e
-    finally:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    with landing.atomic_file(out, replace=overwrite) as f, _single_threaded():
+        for k, p in enumerate(files):
+            name = WindowName.parse(p.name)
+            if name is None:
+                raise BadWindowFile("bad_name", f"{p.name} is not a window file name")
+            a = winfile.check_window(winfile.read(p), name)
+            blob = to_challenge(a, byteswap=byteswap)
+            f.write(_ustar_header(f"{k}.grb", len(blob), mtime))
+            f.write(blob)
+            f.write(b"\0" * (-len(blob) % _BLOCK))
+        if end_marker:
+            f.write(b"\0" * (2 * _BLOCK))
+    return len(files)

@@ -9,6 +9,7 @@ straight to the final name; a reader racing it sees half a matrix.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import secrets
 from pathlib import Path
 
@@ -37,32 +38,28 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(final: Path | str, data: bytes, *, replace: bool = False) -> Path:
-    """Write ``data`` to ``final`` atomically and durably.
+@contextmanager
+def atomic_file(final: Path | str, *, replace: bool = False):
+    """Yield a binary file that appears at ``final`` atomically and durably when the block ends.
 
-    With ``replace=False`` (window files) an existing final name is never
-    clobbered: ``AlreadyLanded`` is raised and the temp file removed.  With
-    ``replace=True`` (reports, status, checkpoints) the new content replaces the
-    old one atomically.  Any ``OSError`` becomes ``LandingError`` with the temp
-    file cleaned up.
+    The one landing rule for every file netsense writes: a temp file in the
+    same directory, fsync, then a rename — without clobbering unless
+    ``replace`` (a no-clobber rename is ``link()``, which fails with EEXIST and
+    raises ``AlreadyLanded``) — and an fsync of the directory.  If the block or
+    any step fails the temp file is removed; ``OSError`` becomes ``LandingError``.
     """
     final = Path(final)
     tmp = temp_name(final)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
         failpoint("col.land.temp")
         if replace:
             os.replace(tmp, final)
         else:
-            # link() fails with EEXIST instead of clobbering: the no-clobber rename.
             try:
                 os.link(tmp, final)
             except FileExistsError:
@@ -73,7 +70,6 @@ def atomic_write(final: Path | str, data: bytes, *, replace: bool = False) -> Pa
                     raise AlreadyLanded(f"{final} exists already") from None
                 os.rename(tmp, final)
         fsync_dir(final.parent)
-        return final
     except AlreadyLanded:
         raise
     except OSError as e:
@@ -81,10 +77,16 @@ def atomic_write(final: Path | str, data: bytes, *, replace: bool = False) -> Pa
     finally:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         except OSError:
             pass
+
+
+def atomic_write(final: Path | str, data: bytes, *, replace: bool = False) -> Path:
+    """Write ``data`` to ``final`` with ``atomic_file``: window files never clobber (``AlreadyLanded``);
+    reports, status and checkpoints (``replace=True``) replace the old content atomically."""
+    with atomic_file(final, replace=replace) as f:
+        f.write(data)
+    return Path(final)
 
 
 def write_text(final: Path | str, text: str) -> Path:
