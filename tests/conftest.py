@@ -71,6 +71,19 @@ def shared(tmp_path) -> Path:
     return d
 
 
+def load_script(name: str):
+    """Import ``scripts/<name>.py`` as a module (scripts/ is not a package), once per session."""
+    import importlib.util
+
+    mod_name = f"netsense_script_{name}"
+    if mod_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(mod_name, ROOT / "scripts" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[mod_name]
+
+
 def shared_pcaps(sub: str) -> Path:
     d = SHARED_PCAPS / sub
     if not d.is_dir():

@@ -7,7 +7,6 @@ equal the independent numpy/scipy answer exactly.  The full run is
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -18,20 +17,14 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import load_script, ROOT, run_cli
 
 from collector.faults import POINTS
 
 
 def _load_harness():
-    """``scripts/`` is not a package: load the harness module from its path, once."""
-    name = "netsense_crashtest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "crashtest.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    """The crash harness module (its independent reference and checker)."""
+    return load_script("crashtest")
 
 
 crashtest = _load_harness()

@@ -8,19 +8,17 @@ ssh-keygen is missing or the mount fails.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Proc, read_json, wait_for
+from conftest import load_script, Proc, read_json, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -31,14 +29,8 @@ WINDOW = ["--window-packets", "8192", "--window-seconds", "1"]
 
 
 def _harness():
-    """The crash harness's independent reference and checker (scripts/ is not a package)."""
-    name = "netsense_crashtest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "crashtest.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    """The crash harness module (its independent reference and checker)."""
+    return load_script("crashtest")
 
 
 def _free_port() -> int:
