@@ -329,11 +329,9 @@ def to_netsense(data: bytes, *, byteswap: bool = True) -> tuple[gb.Matrix, int, 
     Raises ``_Bad`` for anything that isn't a 2^32 x 2^32 matrix of non-negative packet counts.
     """
     try:
-        m = gb.Matrix.ss.deserialize(np.frombuffer(data, np.uint8), nthreads=1)
-    except Exception as e:  # SuiteSparse raises several types for corrupt input
-        raise _Bad("bad_payload", f"does not deserialize: {e}") from None
-    if not isinstance(m, gb.Matrix) or m.nrows != N or m.ncols != N:
-        raise _Bad("wrong_shape", f"{getattr(m, 'shape', type(m).__name__)}, expected 2^32 x 2^32")
+        m = winfile.deserialize_traffic_matrix(data, "member")
+    except BadWindowFile as e:
+        raise _Bad(e.reason, e.detail) from None
     np_type = getattr(m.dtype, "np_type", None)
     kind = getattr(np_type, "kind", "?")
     if kind not in "iuf":

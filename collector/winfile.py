@@ -100,6 +100,17 @@ def encode(header: dict, blobs: dict[str, gb.Matrix], secret: bytes | None = Non
     return pack(header, serialize(blobs), secret)
 
 
+def deserialize_traffic_matrix(blob, what: str = "matrix") -> gb.Matrix:
+    """Deserialize a GraphBLAS blob that must be a 2^32 x 2^32 matrix (``BadWindowFile`` otherwise)."""
+    try:
+        m = gb.Matrix.ss.deserialize(np.frombuffer(blob, np.uint8), nthreads=1)
+    except Exception as ex:  # SuiteSparse raises several types for corrupt input
+        raise BadWindowFile("bad_payload", f"cannot deserialize {what}: {ex}") from None
+    if not isinstance(m, gb.Matrix) or m.nrows != N or m.ncols != N:
+        raise BadWindowFile("wrong_shape", f"{what} is {getattr(m, 'shape', type(m).__name__)}, expected 2^32 x 2^32")
+    return m
+
+
 @dataclass(frozen=True)
 class Parsed:
     """A validated container: header dict and the payload bytes (checksum verified)."""
@@ -114,13 +125,7 @@ class Parsed:
                 break
         else:
             raise BadWindowFile("missing_blob", name)
-        blob = self.payload[e["offset"]: e["offset"] + e["bytes"]]
-        try:
-            m = gb.Matrix.ss.deserialize(np.frombuffer(blob, np.uint8), nthreads=1)
-        except Exception as ex:  # SuiteSparse raises several types for corrupt input
-            raise BadWindowFile("bad_payload", f"cannot deserialize {name}: {ex}") from None
-        if not isinstance(m, gb.Matrix) or m.nrows != N or m.ncols != N:
-            raise BadWindowFile("wrong_shape", f"{name} is {getattr(m, 'shape', type(m))}, expected 2^32 x 2^32")
+        m = deserialize_traffic_matrix(self.payload[e["offset"]: e["offset"] + e["bytes"]], name)
         if str(m.dtype) != DTYPE or m.nvals != e["nvals"]:
             raise BadWindowFile("wrong_content", f"{name}: dtype {m.dtype} nvals {m.nvals}, header says {e}")
         return m
