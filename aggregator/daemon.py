@@ -2,10 +2,12 @@
 
 Library API: ``run_aggregator(AggregatorConfig, stop_event) -> dict`` (final counters).
 One iteration (``Aggregator.step``) consumes a batch of landed files as one
-transaction: checkpoint, ledger line (the commit point), reports, then the
-consumed files move to ``archive/``.  A crash anywhere leaves either the old
-generation or the new one, and the files of an uncommitted batch are still
-in the landing folders to be summed again.
+transaction: (sometimes) a checkpoint, the ledger line (the commit point),
+reports, then the consumed files move to ``archive/``.  A crash anywhere
+leaves either the old generation or the new one: recovery loads the last
+checkpoint and sums again the archived windows of the generations committed
+after it (see ``ledger``), and the files of an uncommitted batch are still in
+the landing folders to be summed again.
 """
 from __future__ import annotations
 
@@ -19,14 +21,15 @@ from pathlib import Path
 
 from collector import landing, winfile
 from collector.faults import failpoint
-from collector.errors import BadWindowFile, LandingError, NetsenseError
-from collector.layout import Layout, iso
+from collector.errors import BadWindowFile, LandingError, NetsenseError, StateError
+from collector.layout import Layout, WindowName, iso
 
 from . import reports
-from .analytics import summarize
 from .lease import Lease
 from .ledger import Ledger, prune_checkpoints, read_checkpoint, write_checkpoint, write_period_file
+from .profile import Profile
 from .state import Period, State
+from .sums import Sums
 from .retention import RetentionPolicy, enforce
 from .upstream import Upstream
 from .watch import Wakeup, choose_observer, scan
@@ -53,6 +56,8 @@ class AggregatorConfig:
     retention: RetentionPolicy = RetentionPolicy()
     retention_interval: float = 300.0
     commit_interval: float = 0.25     # seconds to gather landings into one transaction
+    checkpoint_seconds: float = 30.0  # checkpoint at least this often while windows arrive ...
+    checkpoint_windows: int = 4096    # ... or after this many windows (bounds the replay on restart)
     threads: int = 1                  # GraphBLAS threads (1: a busy shared host is the norm)
     parent: Path | None = None        # land final period sums as windows in this shared directory
     parent_node: str | None = None    # ... under this node name
@@ -76,6 +81,7 @@ class Aggregator:
         self.upstream = (Upstream(cfg.parent, cfg.parent_node or "", f"aggregator:{Path(cfg.shared).resolve()}",
                                   cfg.secret) if cfg.parent else None)
         self._cumulative_gen = -1
+        self._last_checkpoint = time.monotonic()
 
     # -- start-up -------------------------------------------------------------
     def recover(self) -> None:
@@ -101,12 +107,52 @@ class Aggregator:
             for s in self.state.unpublished:  # reports may lag the committed state: bring them up to date
                 if s in self.state.periods:
                     self.state.periods[s].dirty = True
-            self.publish(force=True)
         else:
             self.state = State(self.cfg.period_seconds)
             prune_checkpoints(self.ckpt_dir, "")
         self.state.upstream = self.upstream is not None
         self.state.top_n = self.cfg.top_n
+        if self.ledger.replay:
+            self.replay()
+        if self.ledger.generation:
+            self.publish(force=True)
+        self._last_checkpoint = time.monotonic()
+
+    def replay(self) -> None:
+        """Sum again the windows of the generations committed after the checkpoint.
+
+        Their files are in ``archive/`` (or still in ``nodes/`` after a crash
+        between the commit and the archive step); each must have the content
+        the ledger recorded.  None of these generations finalized a period
+        (those always checkpoint), so summing their windows in order
+        rebuilds the committed state exactly.
+        """
+        t0, n = time.perf_counter(), 0
+        for gen, windows in self.ledger.replay:
+            items = []
+            for ident, sha, filename in windows:
+                name = WindowName.parse(filename)
+                if name is None or name.identity != ident:
+                    raise StateError(f"ledger generation {gen}: {filename!r} is not the file of window {ident}")
+                parsed = None
+                for path in (self.layout.archive(name.node) / filename, self.layout.landing(name.node) / filename):
+                    try:
+                        cand = winfile.read(path, self.cfg.max_file_bytes)
+                    except (OSError, BadWindowFile):
+                        continue
+                    if cand.header["payload"]["sha256"][:16] == sha:
+                        parsed = cand
+                        break
+                if parsed is None:
+                    raise StateError(f"cannot recover generation {gen}: window file {filename} (consumed after "
+                                     f"the last checkpoint) is missing from archive/ and nodes/")
+                items.append((parsed.header, Sums.from_matrix(winfile.check_window(parsed, name)), filename))
+                self.state.anonymization = parsed.header["anonymization"]
+            self.state.apply_batch(items, self.load_final)
+            self.state.generation = gen
+            n += len(items)
+        log.info("replayed %d window(s) of %d generation(s) committed after the checkpoint (%.2fs)", n,
+                 len(self.ledger.replay), time.perf_counter() - t0)
 
     # -- helpers ----------------------------------------------------------------
     def quarantine(self, path: Path, node_dir: str, reason: str, detail: str = "") -> None:
@@ -218,8 +264,12 @@ class Aggregator:
                 if seen is not None:
                     if seen == sha:
                         self.run_counters["duplicates"] += 1
-                        log.info("dropping %s: window %s was already consumed", c.path.name, ident)
-                        c.path.unlink()
+                        if ident in self.ledger.unsnapshotted:  # recovery may need to read it: keep a copy
+                            log.info("archiving %s: window %s was already consumed", c.path.name, ident)
+                            self.archive(c.path, c.name.node)
+                        else:
+                            log.info("dropping %s: window %s was already consumed", c.path.name, ident)
+                            c.path.unlink()
                     else:
                         self.run_counters["conflicts"] += 1
                         self.quarantine(c.path, c.node_dir, "conflict",
@@ -239,9 +289,9 @@ class Aggregator:
             except OSError as e:
                 log.warning("cannot read %s now (%s); will retry", c.path, e)
                 continue
-            items.append((parsed.header, a, c.path.name))
+            items.append((parsed.header, Sums.from_matrix(a), c.path.name))
             batch_ids[ident] = sha
-            consumed.append((ident, sha))
+            consumed.append((ident, sha, c.path.name))
             to_archive.append((c.path, c.name.node))
         self.state.apply_batch(items, self.load_final)
         failpoint("agg.sum")
@@ -255,7 +305,15 @@ class Aggregator:
                 failpoint("agg.archive")
         return len(consumed)
 
-    def commit(self, consumed: list, finalized: list[Period]) -> None:
+    def checkpoint_due(self, consumed: list, finalized: list[Period]) -> bool:
+        """Checkpoint when a period becomes final (replay never has to repeat a finalization),
+        and often enough to bound the replay after a restart."""
+        return bool(finalized) or (
+            bool(consumed) and (time.monotonic() - self._last_checkpoint >= self.cfg.checkpoint_seconds
+                                or self.ledger.windows_since_checkpoint + len(consumed) >= self.cfg.checkpoint_windows))
+
+    def commit(self, consumed: list, finalized: list[Period], checkpoint: bool = False) -> None:
+        """Commit generation N+1: period files and (if due) a checkpoint, then the ledger line."""
         gen = self.ledger.generation + 1
         st = self.state
         st.generation = gen
@@ -266,22 +324,27 @@ class Aggregator:
                 old_files.append(p.file)
             p.file = write_period_file(self.period_dir, p.id, gen, p.matrix)
         st.queue_upstream(finalized)
-        if st.delta.nvals > max(self.cfg.rebase_min_links, st.cumulative.nvals // 4):
-            # Rewrite the cumulative base only when the delta has grown to a quarter of it:
-            # each commit then costs O(delta), and rebasing adds O(1) amortized per entry.
-            st.rebase(write_checkpoint(self.ckpt_dir, gen, {"base": True}, {"cumulative": st.cumulative},
-                                       prefix="cumulative"))
-        header, mats = st.to_checkpoint()
-        name = write_checkpoint(self.ckpt_dir, gen, header, mats)
-        failpoint("agg.checkpoint")
+        name = self.ledger.checkpoint
+        snapshot = checkpoint or self.checkpoint_due(consumed, finalized)
+        if snapshot:
+            if st.delta.nvals > max(self.cfg.rebase_min_links, st.cumulative.nvals // 4):
+                # Rewrite the cumulative base only when the delta has grown to a quarter of it:
+                # each checkpoint then costs O(delta), and rebasing adds O(1) amortized per entry.
+                st.rebase(write_checkpoint(self.ckpt_dir, gen, {"base": True}, {"cumulative": st.cumulative},
+                                           prefix="cumulative"))
+            header, mats = st.to_checkpoint()
+            name = write_checkpoint(self.ckpt_dir, gen, header, mats)
+            self._last_checkpoint = time.monotonic()
+            failpoint("agg.checkpoint")
         self.ledger.commit(gen, name, consumed)  # <- the commit point
         log.info("generation %d committed: %d window(s), %d period(s) final (%.3fs since the batch began)", gen,
                  len(consumed), len(finalized), time.perf_counter() - self._step_started)
         self.publish()
         if self.upstream:
             self.upstream.push(st)
-        prune_checkpoints(self.ckpt_dir, name, st.base_file)
-        for f in old_files:
+        if snapshot:
+            prune_checkpoints(self.ckpt_dir, name, st.base_file)
+        for f in old_files:  # superseded by this generation's checkpoint (finalizing always checkpoints)
             try:
                 (self.period_dir / f).unlink()
             except OSError:
@@ -307,7 +370,8 @@ class Aggregator:
                 prof = st.profile(p.start, p.matrix)
                 analytics, top = prof.analytics(), prof.top()
             else:  # a final period being republished after a restart
-                analytics, top = summarize(self.load_final(p), self.cfg.top_n)
+                prof = Profile.of(self.load_final(p), self.cfg.top_n)
+                analytics, top = prof.analytics(), prof.top()
             doc = reports.report_doc(kind="period", analytics=analytics, top=top,
                                      nodes=p.nodes, generation=st.generation, anonymization=st.anonymization,
                                      windows=p.windows, period=(p.start, p.end), final=p.final,
@@ -388,12 +452,16 @@ class Aggregator:
                 if self.cfg.retention.active and (self.cfg.once or
                                                   time.time() - self._last_retention > self.cfg.retention_interval):
                     self._last_retention = time.time()
-                    deleted, freed = enforce(self.layout.root / "archive", self.cfg.retention)
+                    deleted, freed = enforce(self.layout.root / "archive", self.cfg.retention,
+                                             keep=set(self.ledger.unsnapshotted.values()))
                     self.state.count("archive_files_deleted", deleted)
                 if n >= self.cfg.batch_files or (self.cfg.once and n):
                     continue  # more may be waiting: drain before sleeping
                 if not n or self.cfg.once:  # idle (or done): bring throttled reports up to date
                     self.publish(force=self._cumulative_gen != self.state.generation)
+                if not n and self.ledger.replay and \
+                        time.monotonic() - self._last_checkpoint >= self.cfg.checkpoint_seconds:
+                    self.commit([], [], checkpoint=True)  # idle: bound the replay of a later restart
                 if self.cfg.once:
                     break
                 if not n:
@@ -404,6 +472,12 @@ class Aggregator:
                     # open periods, fsyncs, reports), so under a steady stream fewer, larger batches
                     # win; a transaction that took longer than the interval already gathered enough.
                     stop.wait(max(0.0, self.cfg.commit_interval - (time.perf_counter() - self._step_started)))
+            if self.ledger.replay:  # a clean stop leaves a checkpoint: the next start replays nothing
+                try:
+                    self.commit([], [], checkpoint=True)
+                    self.write_status()
+                except (LandingError, OSError) as e:
+                    log.warning("no checkpoint at exit (%s): the next start replays the ledger", e)
         finally:
             if watcher:
                 watcher.stop()

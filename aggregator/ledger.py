@@ -1,16 +1,23 @@
 """The durable ledger: which windows have been summed, committed atomically with the sums.
 
-Two files make one transaction (generation N):
+A transaction (generation N) commits by appending one line to
+``aggregator/ledger.jsonl`` naming N, the window files it consumed (identity,
+payload SHA-256 prefix, file name) and the checkpoint to recover from, then
+fsync.  The appended line is the commit point.
 
-1. ``aggregator/state/checkpoint-N.nsc`` — the summed matrices and their
-   bookkeeping, written with the atomic helper (netsense container format);
-2. one line appended to ``aggregator/ledger.jsonl`` naming generation N, its
-   checkpoint and the window identities it consumed, then fsync.
+Checkpoints (``aggregator/state/checkpoint-N.nsc``: the summed matrices and
+their bookkeeping, written with the atomic helper) are taken only every so
+often — when a period becomes final, every ``--checkpoint-seconds``, at exit —
+because serializing million-link running sums on every transaction would cost
+more than the transaction.  Between checkpoints the ledger is a write-ahead
+log: on start the last checkpoint is loaded and the windows of every later
+line are summed again from ``archive/`` (where consumed files go), which
+rebuilds exactly the committed state.  Those files are kept until the next
+checkpoint (retention and duplicate removal skip them).
 
-The appended line is the commit point.  On start the last line whose CRC
-verifies names the checkpoint to load; a torn last line, and any checkpoint
-newer than it, are from a transaction that never committed and are dropped,
-so its windows (still in the landing folders) are summed again, once.
+A torn last line, and any checkpoint newer than the last good line, are from
+a transaction that never committed and are dropped, so its windows (still in
+the landing folders) are summed again, once.
 """
 from __future__ import annotations
 
@@ -21,11 +28,11 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import graphblas as gb
-
 from collector import landing, winfile
 from collector.faults import failpoint
 from collector.errors import BadWindowFile, StateError
+
+from .sums import Sums
 
 log = logging.getLogger("netsense.aggregator")
 CHECKPOINT_KIND = "checkpoint"
@@ -43,6 +50,26 @@ class Ledger:
     generation: int = 0
     checkpoint: str | None = None
     consumed: dict = field(default_factory=dict)
+    # Generations committed after the checkpoint: [(gen, [(identity, sha, file name), ...])]
+    replay: list = field(default_factory=list)
+    # identity -> file name of the windows in ``replay``: their files must stay until the next checkpoint
+    unsnapshotted: dict = field(default_factory=dict)
+
+    def _record(self, gen: int, checkpoint: str | None, windows: list) -> None:
+        self.generation = gen
+        self.checkpoint = checkpoint
+        for w in windows:
+            self.consumed[w[0]] = w[1]
+        if checkpoint == checkpoint_name(gen):  # this generation's own checkpoint holds everything so far
+            self.replay, self.unsnapshotted = [], {}
+        else:
+            self.replay.append((gen, [tuple(w) for w in windows]))
+            for w in windows:
+                self.unsnapshotted[w[0]] = w[2]
+
+    @property
+    def windows_since_checkpoint(self) -> int:
+        return len(self.unsnapshotted)
 
     @classmethod
     def load(cls, directory: Path) -> "Ledger":
@@ -61,10 +88,7 @@ class Ledger:
                 except (ValueError, KeyError, TypeError, AttributeError):  # AttributeError: JSON but not an object
                     log.warning("ledger: ignoring an uncommitted or torn entry after generation %d", led.generation)
                     break
-                led.generation = rec["gen"]
-                led.checkpoint = rec["checkpoint"]
-                for ident, sha in rec["windows"]:
-                    led.consumed[ident] = sha
+                led._record(rec["gen"], rec["checkpoint"], rec["windows"])
                 good_bytes += len(raw)
         if good_bytes != path.stat().st_size:
             with open(path, "r+b") as f:  # cut the torn tail so the next append starts on a clean line
@@ -72,8 +96,12 @@ class Ledger:
                 os.fsync(f.fileno())
         return led
 
-    def commit(self, gen: int, checkpoint: str, windows: list[tuple[str, str]]) -> None:
-        """Append generation ``gen`` durably; after this returns the transaction is committed."""
+    def commit(self, gen: int, checkpoint: str | None, windows: list[tuple[str, str, str]]) -> None:
+        """Append generation ``gen`` durably; after this returns the transaction is committed.
+
+        ``windows``: (identity, payload SHA-256 prefix, file name) of each consumed window;
+        ``checkpoint``: the checkpoint to recover from (this generation's own, or an earlier one).
+        """
         rec = {"gen": gen, "checkpoint": checkpoint, "windows": [list(w) for w in windows]}
         rec["crc"] = _crc(rec)
         line = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
@@ -87,40 +115,42 @@ class Ledger:
         finally:
             os.close(fd)
         landing.fsync_dir(self.path.parent)
-        self.generation = gen
-        self.checkpoint = checkpoint
-        for ident, sha in windows:
-            self.consumed[ident] = sha
+        self._record(gen, checkpoint, windows)
 
 
 def checkpoint_name(gen: int, prefix: str = "checkpoint") -> str:
     return f"{prefix}-{gen:010d}.nsc"
 
 
-def write_checkpoint(directory: Path, gen: int, header: dict, matrices: dict[str, gb.Matrix],
+def write_checkpoint(directory: Path, gen: int, header: dict, sums: dict[str, Sums],
                      prefix: str = "checkpoint") -> str:
-    """Write a checkpoint (or, with prefix "cumulative", a cumulative base file) for generation ``gen``."""
+    """Write a checkpoint (or, with prefix "cumulative", a cumulative base file) for generation ``gen``.
+
+    The sums are saved as GraphBLAS serializations in the window container, so
+    any GraphBLAS user can open them.
+    """
     name = checkpoint_name(gen, prefix)
+    mats = {k: s.to_matrix() for k, s in sums.items()}
     landing.atomic_write(directory / name, winfile.encode({"kind": CHECKPOINT_KIND, "gen": gen, **header},
-                                                          matrices), replace=True)
+                                                          mats), replace=True)
     return name
 
 
-def write_period_file(directory: Path, period_id: str, gen: int, matrix: gb.Matrix) -> str:
+def write_period_file(directory: Path, period_id: str, gen: int, matrix: Sums) -> str:
     """Save a final period's sum (needed only if a late window restates it)."""
     name = f"period-{period_id}-g{gen:010d}.nsc"
     landing.atomic_write(directory / name, winfile.encode({"kind": "period", "period": period_id, "gen": gen},
-                                                          {"period": matrix}), replace=True)
+                                                          {"period": matrix.to_matrix()}), replace=True)
     return name
 
 
-def read_checkpoint(directory: Path, name: str) -> tuple[dict, dict[str, gb.Matrix]]:
+def read_checkpoint(directory: Path, name: str) -> tuple[dict, dict[str, Sums]]:
     try:
         parsed = winfile.read(directory / name, max_payload=1 << 40)
     except (OSError, BadWindowFile) as e:
         raise StateError(f"committed checkpoint {name} is unreadable: {e}") from None
-    mats = {b["name"]: parsed.matrix(b["name"]) for b in parsed.header["payload"]["blobs"]}
-    return parsed.header, mats
+    sums = {b["name"]: Sums.from_matrix(parsed.matrix(b["name"])) for b in parsed.header["payload"]["blobs"]}
+    return parsed.header, sums
 
 
 def prune_checkpoints(directory: Path, keep: str, base: str | None = None) -> None:

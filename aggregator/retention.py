@@ -1,9 +1,10 @@
 """Retention of consumed window files in ``archive/``: by age and by total size.
 
-Consumed windows are never needed again for correctness — the committed
-checkpoint holds their sums — so the archive is a convenience for audits and
-re-analysis, and it must not fill the shared file system.  Reports are never
-deleted.
+Consumed windows are not needed for correctness once a checkpoint holds their
+sums, so the archive is then a convenience for audits and re-analysis, and it
+must not fill the shared file system.  Windows consumed after the last
+checkpoint are still part of the write-ahead log (recovery sums them again)
+and are never deleted.  Reports are never deleted.
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ class RetentionPolicy:
         return self.max_age_seconds is not None or self.max_bytes is not None
 
 
-def enforce(archive_root: Path, policy: RetentionPolicy, now: float | None = None) -> tuple[int, int]:
-    """Apply ``policy`` to ``archive/*/*``; return (files deleted, bytes freed)."""
+def enforce(archive_root: Path, policy: RetentionPolicy, now: float | None = None,
+            keep: set | frozenset = frozenset()) -> tuple[int, int]:
+    """Apply ``policy`` to ``archive/*/*`` except the file names in ``keep``; return (files deleted, bytes freed)."""
     if not policy.active or not archive_root.exists():
         return 0, 0
     now = time.time() if now is None else now
@@ -36,7 +38,7 @@ def enforce(archive_root: Path, policy: RetentionPolicy, now: float | None = Non
         if not node_dir.is_dir(follow_symlinks=False):
             continue
         for e in os.scandir(node_dir.path):
-            if e.is_file(follow_symlinks=False) and not e.name.startswith("."):
+            if e.is_file(follow_symlinks=False) and not e.name.startswith(".") and e.name not in keep:
                 st = e.stat(follow_symlinks=False)
                 files.append((st.st_mtime, st.st_size, e.path))
     files.sort()

@@ -10,33 +10,12 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
-import graphblas as gb
-from graphblas import binary
-
 from collector.layout import stamp
-from collector.winfile import N
 
 from .profile import BatchStats, Profile
+from .sums import Sums
 
-
-def empty() -> gb.Matrix:
-    return gb.Matrix("UINT64", nrows=N, ncols=N)
-
-
-def add_into(acc: gb.Matrix, a: gb.Matrix) -> None:
-    """In-place sum (small matrices; large running sums grow through ``Profile.grow``)."""
-    acc(binary.plus) << a
-
-
-def sum_all(mats: list[gb.Matrix]) -> gb.Matrix:
-    """Pairwise (tree) sum: every entry is merged O(log k) times, not once per matrix as in a running sum."""
-    mats = list(mats)
-    while len(mats) > 1:
-        nxt = [mats[i].ewise_add(mats[i + 1], binary.plus).new() for i in range(0, len(mats) - 1, 2)]
-        if len(mats) % 2:
-            nxt.append(mats[-1])
-        mats = nxt
-    return mats[0]
+empty = Sums.empty
 
 
 def add_node(stats: dict, node: str, h: dict) -> None:
@@ -73,14 +52,14 @@ class Period:
 
     start: int
     end: int
-    matrix: gb.Matrix | None = None
+    matrix: Sums | None = None
     windows: list = field(default_factory=list)   # window file names, in consumption order
     nodes: dict = field(default_factory=dict)     # node -> packets/records/windows/skipped
     final: bool = False
     version: int = 0       # final versions published; 0 while provisional
     file: str | None = None  # aggregator/periods/... holding the matrix once final
     dirty: bool = False    # changed since its last published report
-    upstream_delta: gb.Matrix | None = None  # late windows since the last upstream landing (not persisted:
+    upstream_delta: Sums | None = None  # late windows since the last upstream landing (not persisted:
                                              # it becomes an upstream window in the same transaction)
 
     @property
@@ -96,10 +75,10 @@ class Period:
 class State:
     period_seconds: int
     generation: int = 0
-    cumulative: gb.Matrix = field(default_factory=empty)
+    cumulative: Sums = field(default_factory=empty)
     # The cumulative sum is checkpointed as a rarely rewritten base file plus the delta
     # since then, so a commit costs O(recent traffic), not O(everything ever seen).
-    delta: gb.Matrix = field(default_factory=empty)
+    delta: Sums = field(default_factory=empty)
     base_file: str | None = None
     nodes: dict = field(default_factory=dict)       # cumulative per-node stats
     coverage: dict = field(default_factory=dict)    # node -> run -> [[first_seq, last_seq], ...]
@@ -126,7 +105,7 @@ class State:
     def period_of(self, start: int) -> int:
         return start - start % self.period_seconds
 
-    def apply(self, header: dict, a: gb.Matrix, filename: str, load_final) -> None:
+    def apply(self, header: dict, a: Sums, filename: str, load_final) -> None:
         """Sum one validated window (see ``apply_batch``)."""
         self.apply_batch([(header, a, filename)], load_final)
 
@@ -149,10 +128,9 @@ class State:
                 p = self.periods[ps] = Period(ps, ps + self.period_seconds, empty())
             if p.matrix is None:
                 p.matrix = load_final(p)
-            s = sum_all([a for _, a, _ in group])
+            s = Sums.sum_many([a for _, a, _ in group])
             if p.final and self.upstream:  # a restatement: the parent needs exactly the late part
-                p.upstream_delta = s.dup() if p.upstream_delta is None else p.upstream_delta.ewise_add(
-                    s, binary.plus).new()
+                p.upstream_delta = s if p.upstream_delta is None else p.upstream_delta.add(s)
             stats = BatchStats.of(s)
             p.matrix = self.profile(ps, p.matrix).grow(p.matrix, s, stats)
             sums.append((s, stats))
@@ -167,12 +145,12 @@ class State:
                 self.count("windows_consumed")
                 self.count("packets_consumed", header["packets"])
         if sums:
-            total = sum_all([m for m, _ in sums])
+            total = Sums.sum_many([m for m, _ in sums])
             stats = sums[0][1] if len(sums) == 1 else None  # one period: the same batch sum
             self.cumulative = self.profile("cumulative", self.cumulative).grow(self.cumulative, total, stats)
-            self.delta = self.delta.ewise_add(total, binary.plus).new()
+            self.delta = self.delta.add(total)
 
-    def profile(self, key, matrix: gb.Matrix) -> Profile:
+    def profile(self, key, matrix: Sums) -> Profile:
         """The running analytics of ``matrix`` (a period's, or "cumulative"), built on first use."""
         prof = self.profiles.get(key)
         if prof is None:
@@ -208,11 +186,11 @@ class State:
         if not self.upstream:
             return
         for p in finalized:
-            m = p.matrix.dup() if p.version == 1 else p.upstream_delta
+            m = p.matrix if p.version == 1 else p.upstream_delta
             p.upstream_delta = None
             if m is None:
                 continue
-            packets = int(m.reduce_scalar("plus").new().value or 0) if m.nvals else 0
+            packets = m.total()
             self.upstream_pending.append({"seq": self.upstream_seq, "start": p.start, "end": p.end,
                                           "packets": packets, "version": p.version})
             self.upstream_mats[self.upstream_seq] = m
@@ -245,10 +223,8 @@ class State:
         self.delta = empty()
 
     @classmethod
-    def from_checkpoint(cls, gen: int, header: dict, mats: dict, base: gb.Matrix | None = None) -> "State":
-        cumulative = mats["delta"].dup()
-        if base is not None:
-            add_into(cumulative, base)
+    def from_checkpoint(cls, gen: int, header: dict, mats: dict, base: Sums | None = None) -> "State":
+        cumulative = mats["delta"] if base is None else base.add(mats["delta"])
         st = cls(header["period_seconds"], gen, cumulative, mats["delta"], header["base_file"], header["nodes"],
                  header["coverage"], header["watermarks"], {}, header["anonymization"], header["unpublished"],
                  header["counters"], instance=header["instance"], upstream_seq=header["upstream_seq"],

@@ -53,7 +53,7 @@ class Upstream:
                 name, source=self.source, records=u["packets"], packets=u["packets"], skipped={},
                 first_ts_ns=None, last_ts_ns=None, anonymization=st.anonymization, created=time.time(),
                 host=self.host)
-            data = winfile.encode(header, {"A": st.upstream_mats[u["seq"]]}, secret=self.secret)
+            data = winfile.encode(header, {"A": st.upstream_mats[u["seq"]].to_matrix()}, secret=self.secret)
             try:
                 landing.atomic_write(self.layout.landing(self.node) / name.filename, data)
             except AlreadyLanded:

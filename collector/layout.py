@@ -6,6 +6,8 @@ cannot drift apart.
 """
 from __future__ import annotations
 
+import functools
+
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -55,8 +57,10 @@ def stamp(seconds: int) -> str:
     return datetime.fromtimestamp(int(seconds), tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def parse_stamp(s: str) -> int:
-    """Inverse of ``stamp``."""
+    """Inverse of ``stamp``.  Cached: the aggregator parses every landed name on every scan,
+    and strptime cost more than a second per thousand-file batch."""
     return int(datetime.strptime(s, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp())
 
 

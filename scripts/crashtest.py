@@ -246,7 +246,7 @@ def ledger_identities(shared: Path) -> list[str]:
         return out
     for line in path.read_bytes().splitlines():
         rec = json.loads(line)
-        out.extend(ident for ident, _ in rec["windows"])
+        out.extend(w[0] for w in rec["windows"])
     return out
 
 

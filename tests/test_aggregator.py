@@ -30,8 +30,8 @@ def drain(shared, **kw):
 def test_small_batches_with_rebasing_and_restarts_equal_the_reference(shared):
     spec = "seed=11,packets=60000,rate=20000,hosts=2000"
     collect(shared, "a", "synthetic:" + spec)
-    # Every commit rebases the cumulative sum (threshold 1 link), one file per transaction;
-    # restart the aggregator several times part-way through.
+    # Every checkpoint rebases the cumulative sum (threshold 1 link); restart the aggregator
+    # several times part-way through, each restart replaying what the last checkpoint lacks.
     for _ in range(3):
         agg = Aggregator(AggregatorConfig(shared, once=True, period_seconds=2, batch_files=2, rebase_min_links=1))
         agg.recover()
@@ -41,6 +41,59 @@ def test_small_batches_with_rebasing_and_restarts_equal_the_reference(shared):
     assert doc["analytics"] == nine(*synthetic_packets(spec))
     names = sorted(p.name for p in (shared / "aggregator" / "state").iterdir())
     assert len(names) == 2 and names[0].startswith("checkpoint-") and names[1].startswith("cumulative-")
+
+
+def wal_aggregator(shared, **kw):
+    """An aggregator that never checkpoints on its own: commits are ledger lines only."""
+    cfg = AggregatorConfig(shared, once=True, period_seconds=3600, batch_files=2, checkpoint_seconds=1e9,
+                           checkpoint_windows=10**9, **kw)
+    agg = Aggregator(cfg)
+    agg.recover()
+    return agg
+
+
+def test_commits_between_checkpoints_are_replayed_from_the_archive(shared):
+    spec = "seed=5,packets=50000,rate=20000,hosts=3000"
+    collect(shared, "a", "synthetic:" + spec)
+    agg = wal_aggregator(shared)
+    assert agg.step() == 2 and agg.step() == 2
+    state_dir = shared / "aggregator" / "state"
+    assert not list(state_dir.glob("checkpoint-*"))  # two generations, no checkpoint: the ledger is the log
+    assert [g for g, _ in agg.ledger.replay] == [1, 2]
+    want = agg.state.profile("cumulative", agg.state.cumulative).analytics()
+    # A restart (as after SIGKILL) rebuilds the committed state from the archived windows.
+    again = wal_aggregator(shared)
+    assert again.state.generation == 2 and again.state.cumulative.isequal(agg.state.cumulative)
+    assert again.state.counters == agg.state.counters
+    assert read_json(shared / "reports" / "cumulative.json")["analytics"] == want.as_dict()
+    # A redelivered copy of a window the log still needs is archived, not deleted.
+    consumed = sorted((shared / "archive" / "a").glob("*.nsw"))
+    copy = shared / "nodes" / "a" / consumed[0].name
+    copy.write_bytes(consumed[0].read_bytes())
+    again.step()
+    assert not copy.exists() and (shared / "archive" / "a" / consumed[0].name).exists()
+    # Retention never deletes a window the log still needs.
+    from aggregator.retention import RetentionPolicy, enforce
+    keep = set(again.ledger.unsnapshotted.values())
+    assert len(keep) >= 4 and enforce(shared / "archive", RetentionPolicy(max_bytes=0), keep=keep)[0] == 0
+    # A clean exit checkpoints: the next start replays nothing, and the totals are exact.
+    drain(shared, period_seconds=3600)
+    assert list(state_dir.glob("checkpoint-*"))
+    last = wal_aggregator(shared)
+    assert last.ledger.replay == []
+    assert read_json(shared / "reports" / "cumulative.json")["analytics"] == nine(*synthetic_packets(spec))
+
+
+def test_a_missing_log_window_stops_recovery_with_a_clear_error(shared):
+    from collector.errors import StateError
+
+    collect(shared, "a", "synthetic:seed=6,packets=20000,rate=20000,hosts=300")
+    agg = wal_aggregator(shared)
+    assert agg.step() == 2
+    victim = sorted((shared / "archive" / "a").glob("*.nsw"))[0]
+    victim.unlink()
+    with pytest.raises(StateError, match="missing from archive/ and nodes/"):
+        wal_aggregator(shared)
 
 
 def test_late_window_restates_a_final_period_and_keeps_the_old_report(shared):

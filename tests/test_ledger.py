@@ -12,6 +12,7 @@ from aggregator import ledger as L
 from aggregator.ledger import Ledger, checkpoint_name, prune_checkpoints, read_checkpoint, write_checkpoint, \
     write_period_file
 from aggregator.state import Period, State, add_range, empty
+from aggregator.sums import Sums
 from collector.errors import StateError
 from collector.winfile import N
 
@@ -20,16 +21,16 @@ T = 1_700_002_800  # a period start (T % 3600 == 0)
 assert T % P == 0
 
 
-def m(*entries) -> gb.Matrix:
-    """UINT64 2^32 x 2^32 matrix from (src, dst, packets)."""
+def m(*entries) -> Sums:
+    """A running sum of the UINT64 2^32 x 2^32 matrix with entries (src, dst, packets)."""
     if not entries:
         return empty()
     r, c, v = zip(*entries)
-    return gb.Matrix.from_coo(list(r), list(c), list(v), nrows=N, ncols=N, dtype="UINT64")
+    return Sums.from_matrix(gb.Matrix.from_coo(list(r), list(c), list(v), nrows=N, ncols=N, dtype="UINT64"))
 
 
-def coo(A: gb.Matrix) -> list:
-    return sorted(zip(*(x.tolist() for x in A.to_coo())))
+def coo(A: Sums) -> list:
+    return sorted(zip(*(x.tolist() for x in A.to_matrix().to_coo())))
 
 
 def hdr(node, seq, start, packets, *, run="0123456789ab", records=None, skipped=None, width=60) -> dict:
@@ -327,7 +328,7 @@ def test_late_window_into_final_period_is_a_restatement():
     st.apply(hdr("a", 1, T + P, 1), m((1, 2, 1)), "a1", no_load)
     st.apply(hdr("b", 1, T + P, 1), m((1, 2, 1)), "b1", no_load)
     (p,) = st.finalize(set(), {"a", "b"}, 10 * P)
-    saved = p.matrix.dup()
+    saved = p.matrix  # sums are immutable: a reference is a snapshot
     p.version, p.file = 1, "period-x.nsc"
     p.dirty, p.matrix = False, None  # published: the sum lives in a file now
     loads = []
@@ -335,7 +336,7 @@ def test_late_window_into_final_period_is_a_restatement():
     def load_final(period: Period):
         loads.append(period.start)
         assert period.file == "period-x.nsc"
-        return saved.dup()
+        return saved
 
     # a window from node c (restarted late) for the final period
     st.apply(hdr("c", 0, T + 120, 4), m((1, 2, 4), (9, 9, 1)), "c0", load_final)

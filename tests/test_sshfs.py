@@ -238,7 +238,9 @@ def test_three_collectors_and_a_polling_daemon_through_sshfs(sshfs_mounts, tmp_p
     # Exactly once: the ledger names each window identity once, and they are all of them.
     idents = ct.ledger_identities(shared)
     assert len(idents) == len(set(idents)) == facts["windows"]
-    landed = sum(read_json(shared / "status" / f"{n}.json")["windows_landed"] for n in SPECS)
-    assert landed == len(idents)
+    # A window the killed host1 landed after its last status write is landed again by the restart:
+    # counted as landed if the aggregator had archived it already, as already present otherwise.
+    status = [read_json(shared / "status" / f"{n}.json") for n in SPECS]
+    assert sum(s["windows_landed"] + s["windows_already_present"] for s in status) == len(idents)
     assert len(list((shared / "archive").glob("*/*.nsw"))) == len(idents)
     assert not ct.temp_files(shared).get("nodes")

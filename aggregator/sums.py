@@ -1,0 +1,270 @@
+"""Running sums of traffic matrices in memory: sorted 64-bit link keys, merged in one pass.
+
+Windows arrive as GraphBLAS matrices and every sum the aggregator saves
+(checkpoints, period files, upstream windows) is a GraphBLAS serialization;
+``Sums`` is only the in-memory form of the large running sums.  Why not keep
+them as GraphBLAS matrices: a 2^32 x 2^32 hypersparse ``ewise_add`` of a batch
+into a million-link sum, the complemented-mask extraction of the batch's new
+links and the read-back of the touched values each cost 80-100 ms on one core
+(per-row work on the hyperlists), and a transaction needs several of them per
+running sum.  Here a link is the key ``src << 32 | dst``; a sum is the sorted
+unique keys with their counts, so adding a batch is one linear merge that also
+yields, in the same pass, the new value of every link the batch touched and
+whether the link is new — exactly what the running analytics need.  Measured
+on the aggregator bench: about 5 ms to merge a 130,000-link batch into a
+3,000,000-link sum.
+
+A ``Sums`` is never modified: every operation returns a new one, so a
+snapshot (for a checkpoint) is a reference.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import graphblas as gb
+import numba
+import numpy as np
+
+from collector.winfile import N
+
+_LO = np.uint64(0xFFFFFFFF)
+_32 = np.uint64(32)
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge(ak, av, bk, bv):
+    """a + b, plus the new value of each key of b and whether it was absent from a.
+
+    Branch-free inner loop (the comparison outcomes are unpredictable, so
+    selects beat branches by about 2x).  ``bnew[j]``/``bfresh[j]`` are written
+    on every step and are final once ``j`` moves past them.  Returns buffers of
+    size ``len(a) + len(b)`` and the number of keys used.
+    """
+    n, m = len(ak), len(bk)
+    ok = np.empty(n + m, np.uint64)
+    ov = np.empty(n + m, np.uint64)
+    bnew = np.empty(m, np.uint64)
+    bfresh = np.empty(m, np.bool_)
+    zero = np.uint64(0)
+    i = j = k = 0
+    while i < n and j < m:
+        x = ak[i]
+        y = bk[j]
+        ta = x <= y
+        tb = y <= x
+        ok[k] = x if ta else y
+        v = (av[i] if ta else zero) + (bv[j] if tb else zero)
+        ov[k] = v
+        bnew[j] = v
+        bfresh[j] = not ta
+        i += ta
+        j += tb
+        k += 1
+    while i < n:
+        ok[k] = ak[i]
+        ov[k] = av[i]
+        i += 1
+        k += 1
+    while j < m:
+        ok[k] = bk[j]
+        ov[k] = bv[j]
+        bnew[j] = bv[j]
+        bfresh[j] = True
+        j += 1
+        k += 1
+    return ok, ov, bnew, bfresh, k
+
+
+@numba.njit(cache=True, nogil=True)
+def _add(ak, av, bk, bv):
+    """a + b only (the tree sum of a batch needs no touched values): about 25% faster than ``_merge``."""
+    n, m = len(ak), len(bk)
+    ok = np.empty(n + m, np.uint64)
+    ov = np.empty(n + m, np.uint64)
+    zero = np.uint64(0)
+    i = j = k = 0
+    while i < n and j < m:
+        x = ak[i]
+        y = bk[j]
+        ta = x <= y
+        tb = y <= x
+        ok[k] = min(x, y)
+        ov[k] = (av[i] if ta else zero) + (bv[j] if tb else zero)
+        i += ta
+        j += tb
+        k += 1
+    while i < n:
+        ok[k] = ak[i]
+        ov[k] = av[i]
+        i += 1
+        k += 1
+    while j < m:
+        ok[k] = bk[j]
+        ov[k] = bv[j]
+        j += 1
+        k += 1
+    return ok, ov, k
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_runs(keys, vals, sel, count):
+    """Row sums (or entry counts) of the selected entries: keys are sorted, so rows come in runs."""
+    n = len(keys)
+    ids = np.empty(n, np.uint64)
+    out = np.empty(n, np.uint64)
+    k = -1
+    for i in range(n):
+        if not sel[i]:
+            continue
+        r = keys[i] >> np.uint64(32)
+        v = np.uint64(1) if count else vals[i]
+        if k < 0 or r != ids[k]:
+            k += 1
+            ids[k] = r
+            out[k] = v
+        else:
+            out[k] += v
+    return ids[:k + 1].copy(), out[:k + 1].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _col_runs(keys, vals, sel, count):
+    """Column sums (or entry counts) of the selected entries: a two-pass 16-bit radix sort by column."""
+    m = 0
+    for i in range(len(keys)):
+        m += sel[i]
+    c0 = np.empty(m, np.uint32)
+    v0 = np.empty(m, np.uint64)
+    k = 0
+    for i in range(len(keys)):
+        if sel[i]:
+            c0[k] = np.uint32(keys[i] & np.uint64(0xFFFFFFFF))
+            v0[k] = np.uint64(1) if count else vals[i]
+            k += 1
+    c1 = np.empty(m, np.uint32)
+    v1 = np.empty(m, np.uint64)
+    for shift in (0, 16):
+        counts = np.zeros(65537, np.int64)
+        for i in range(m):
+            counts[((c0[i] >> shift) & 0xFFFF) + 1] += 1
+        for d in range(65536):
+            counts[d + 1] += counts[d]
+        for i in range(m):
+            d = (c0[i] >> shift) & 0xFFFF
+            c1[counts[d]] = c0[i]
+            v1[counts[d]] = v0[i]
+            counts[d] += 1
+        c0, c1 = c1, c0
+        v0, v1 = v1, v0
+    ids = np.empty(m, np.uint64)
+    out = np.empty(m, np.uint64)
+    k = -1
+    for i in range(m):
+        c = np.uint64(c0[i])
+        if k < 0 or c != ids[k]:
+            k += 1
+            ids[k] = c
+            out[k] = v0[i]
+        else:
+            out[k] += v0[i]
+    return ids[:k + 1].copy(), out[:k + 1].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _hypercsr_keys(rows, indptr, cols):
+    keys = np.empty(len(cols), np.uint64)
+    for r in range(len(rows)):
+        hi = np.uint64(rows[r]) << np.uint64(32)
+        for p in range(indptr[r], indptr[r + 1]):
+            keys[p] = hi | np.uint64(cols[p])
+    return keys
+
+
+@dataclass(frozen=True)
+class Sums:
+    """Sorted unique uint64 keys with uint64 values: a traffic matrix (key src<<32|dst) or a vector."""
+
+    keys: np.ndarray
+    vals: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "Sums":
+        return cls(np.empty(0, np.uint64), np.empty(0, np.uint64))
+
+    @property
+    def nvals(self) -> int:
+        return len(self.keys)
+
+    def total(self) -> int:
+        return int(self.vals.sum()) if len(self.vals) else 0
+
+    def add(self, other: "Sums") -> "Sums":
+        return Sums.sum_many([self, other])
+
+    def merge(self, other: "Sums") -> tuple["Sums", np.ndarray, np.ndarray]:
+        """``(self + other, new value of each key of other, key of other was new)``."""
+        if not len(other.keys):
+            return self, other.vals, np.zeros(0, bool)
+        k, v, new, fresh, used = _merge(self.keys, self.vals, other.keys, other.vals)
+        return Sums(k[:used].copy(), v[:used].copy()), new, fresh  # copies: long-lived sums hold no slack
+
+    @staticmethod
+    def sum_many(parts: list["Sums"]) -> "Sums":
+        """Pairwise (tree) sum: every entry is merged O(log k) times, not once per part."""
+        level = [(p.keys, p.vals) for p in parts if len(p.keys)]
+        if not level:
+            return Sums.empty()
+        while len(level) > 1:
+            nxt = []
+            for (ak, av), (bk, bv) in zip(level[0::2], level[1::2]):
+                k, v, used = _add(ak, av, bk, bv)
+                nxt.append((k[:used], v[:used]))  # intermediate: slack is freed with it
+            if len(level) % 2:
+                nxt.append(level[-1])
+            level = nxt
+        k, v = level[0]
+        return Sums(k.copy(), v.copy()) if k.base is not None else Sums(k, v)
+
+    def isequal(self, other: "Sums") -> bool:
+        return np.array_equal(self.keys, other.keys) and np.array_equal(self.vals, other.vals)
+
+    # -- the matrix's reductions (for a traffic matrix) -----------------------------
+    def rows(self) -> np.ndarray:
+        return self.keys >> _32
+
+    def cols(self) -> np.ndarray:
+        return self.keys & _LO
+
+    def _sel(self, mask):
+        return np.ones(len(self.keys), np.bool_) if mask is None else mask
+
+    def row_sums(self, mask: np.ndarray | None = None) -> "Sums":
+        """A1 over the entries selected by ``mask`` (all by default)."""
+        return Sums(*_row_runs(self.keys, self.vals, self._sel(mask), False))
+
+    def row_counts(self, mask: np.ndarray | None = None) -> "Sums":
+        """|A|_0 1 (fan-out) over the entries selected by ``mask``."""
+        return Sums(*_row_runs(self.keys, self.vals, self._sel(mask), True))
+
+    def col_sums(self, mask: np.ndarray | None = None) -> "Sums":
+        """1'A over the entries selected by ``mask``."""
+        return Sums(*_col_runs(self.keys, self.vals, self._sel(mask), False))
+
+    def col_counts(self, mask: np.ndarray | None = None) -> "Sums":
+        """1'|A|_0 (fan-in) over the entries selected by ``mask``."""
+        return Sums(*_col_runs(self.keys, self.vals, self._sel(mask), True))
+
+    # -- GraphBLAS at the edges --------------------------------------------------------
+    @classmethod
+    def from_matrix(cls, a: gb.Matrix) -> "Sums":
+        if a.nvals == 0:
+            return cls.empty()
+        d = a.ss.export("hypercsr", sort=True)
+        keys = _hypercsr_keys(d["rows"], d["indptr"], d["col_indices"])
+        vals = d["values"].astype(np.uint64, copy=False)
+        if d.get("is_iso"):
+            vals = np.full(len(keys), vals[0], np.uint64)
+        return cls(keys, vals)
+
+    def to_matrix(self) -> gb.Matrix:
+        return gb.Matrix.from_coo(self.rows(), self.cols(), self.vals, nrows=N, ncols=N, dtype="UINT64")
