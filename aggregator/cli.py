@@ -49,6 +49,14 @@ def main():
               help="Full rescan interval: the source of truth if an event is missed.")
 @click.option("--batch-files", default=256, show_default=True, type=click.IntRange(min=1),
               help="Most window files summed per transaction.")
+@click.option("--checkpoint-seconds", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="Checkpoint the running sums at least this often while windows arrive. Between checkpoints "
+                   "the ledger is a write-ahead log: a restart sums the archived windows since the last one again.")
+@click.option("--checkpoint-windows", default=4096, show_default=True, type=click.IntRange(min=1),
+              help="... or after this many windows: bounds the replay after a crash.")
+@click.option("--report-seconds", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="While busy, rewrite provisional period and cumulative reports at most this often "
+                   "(final periods are reported at once; everything is brought up to date when idle).")
 @click.option("--top", "top_n", default=10, show_default=True, type=click.IntRange(min=0),
               help="Top-N talkers listed in reports.")
 @click.option("--max-file-bytes", default=1 << 30, show_default=True, type=click.IntRange(min=1024),
@@ -67,7 +75,8 @@ def main():
 @click.option("--parent-node", help="Node name to land under in --parent (default: agg-<hostname>).")
 @click.option("-v", "--verbose", count=True)
 @click.option("-q", "--quiet", is_flag=True)
-def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, batch_files, top_n,
+def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, batch_files, checkpoint_seconds,
+        checkpoint_windows, report_seconds, top_n,
         max_file_bytes, secret, retain_days, retain_gb, threads, parent, parent_node, verbose, quiet):
     """Aggregate landed windows into SHARED/reports/ (daemon, or --once).
 
@@ -81,7 +90,8 @@ def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, b
                                top_n, max_file_bytes, secret=load_secret(secret) if secret else None,
                                retention=RetentionPolicy(None if retain_days is None else retain_days * 86400,
                                                          None if retain_gb is None else int(retain_gb * 2**30)),
-                               threads=threads, parent=parent, parent_node=check_node(parent_node or default_parent_node()))
+                               threads=threads, checkpoint_seconds=checkpoint_seconds,
+                               checkpoint_windows=checkpoint_windows, report_seconds=report_seconds, parent=parent, parent_node=check_node(parent_node or default_parent_node()))
         run_aggregator(cfg, stop)
     except NetsenseError as e:
         raise click.ClickException(str(e)) from None

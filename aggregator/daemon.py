@@ -29,6 +29,7 @@ from .lease import Lease
 from .ledger import Ledger, prune_checkpoints, read_checkpoint, write_checkpoint, write_period_file
 from .profile import Profile
 from .state import Period, State
+from . import sums
 from .sums import Sums
 from .retention import RetentionPolicy, enforce
 from .upstream import Upstream
@@ -146,7 +147,7 @@ class Aggregator:
                 if parsed is None:
                     raise StateError(f"cannot recover generation {gen}: window file {filename} (consumed after "
                                      f"the last checkpoint) is missing from archive/ and nodes/")
-                items.append((parsed.header, Sums.from_matrix(winfile.check_window(parsed, name)), filename))
+                items.append((parsed.header, Sums.take(winfile.check_window(parsed, name)), filename))
                 self.state.anonymization = parsed.header["anonymization"]
             self.state.apply_batch(items, self.load_final)
             self.state.generation = gen
@@ -289,7 +290,7 @@ class Aggregator:
             except OSError as e:
                 log.warning("cannot read %s now (%s); will retry", c.path, e)
                 continue
-            items.append((parsed.header, Sums.from_matrix(a), c.path.name))
+            items.append((parsed.header, Sums.take(a), c.path.name))
             batch_ids[ident] = sha
             consumed.append((ident, sha, c.path.name))
             to_archive.append((c.path, c.name.node))
@@ -410,6 +411,7 @@ class Aggregator:
         import graphblas as gb
 
         gb.ss.config["nthreads"] = self.cfg.threads
+        sums.warm_up()
         self.layout.ensure(self.agg_dir)
         self.lease.acquire()
         wake = threading.Event()

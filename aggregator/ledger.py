@@ -149,7 +149,7 @@ def read_checkpoint(directory: Path, name: str) -> tuple[dict, dict[str, Sums]]:
         parsed = winfile.read(directory / name, max_payload=1 << 40)
     except (OSError, BadWindowFile) as e:
         raise StateError(f"committed checkpoint {name} is unreadable: {e}") from None
-    sums = {b["name"]: Sums.from_matrix(parsed.matrix(b["name"])) for b in parsed.header["payload"]["blobs"]}
+    sums = {b["name"]: Sums.take(parsed.matrix(b["name"])) for b in parsed.header["payload"]["blobs"]}
     return parsed.header, sums
 
 

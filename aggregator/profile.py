@@ -33,8 +33,12 @@ def _top_merge(n: int, prev: tuple, idx: np.ndarray, vals: np.ndarray) -> tuple:
     """Top-n of the previous top list and fresh (idx, vals); fresh values win for equal keys.
 
     ``idx`` is sorted, so membership of the few previous keys is a binary
-    search, not a hash of the whole batch.
+    search, not a hash of the whole batch.  Values only grow, so when the old
+    list is full only fresh values reaching its smallest can enter.
     """
+    if len(prev) >= n > 0:
+        sel = np.flatnonzero(vals >= prev[-1][1])
+        idx, vals = idx[sel], vals[sel]
     if len(prev):
         pk = np.array([p[0] for p in prev], np.uint64)
         pv = np.array([p[1] for p in prev], np.uint64)

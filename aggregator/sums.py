@@ -32,17 +32,32 @@ _32 = np.uint64(32)
 
 
 @numba.njit(cache=True, nogil=True)
+def _union_size(ak, bk):
+    n, m = len(ak), len(bk)
+    i = j = k = 0
+    while i < n and j < m:
+        x = ak[i]
+        y = bk[j]
+        i += x <= y
+        j += y <= x
+        k += 1
+    return k + (n - i) + (m - j)
+
+
+@numba.njit(cache=True, nogil=True)
 def _merge(ak, av, bk, bv):
     """a + b, plus the new value of each key of b and whether it was absent from a.
 
     Branch-free inner loop (the comparison outcomes are unpredictable, so
     selects beat branches by about 2x).  ``bnew[j]``/``bfresh[j]`` are written
     on every step and are final once ``j`` moves past them.  Returns buffers of
-    size ``len(a) + len(b)`` and the number of keys used.
+    the exact size (a first pass over the keys counts the union, cheaper than
+    copying a half-empty result of a million links), and that size.
     """
     n, m = len(ak), len(bk)
-    ok = np.empty(n + m, np.uint64)
-    ov = np.empty(n + m, np.uint64)
+    size = _union_size(ak, bk)
+    ok = np.empty(size, np.uint64)
+    ov = np.empty(size, np.uint64)
     bnew = np.empty(m, np.uint64)
     bfresh = np.empty(m, np.bool_)
     zero = np.uint64(0)
@@ -73,6 +88,15 @@ def _merge(ak, av, bk, bv):
         j += 1
         k += 1
     return ok, ov, bnew, bfresh, k
+
+
+def warm_up() -> None:
+    """Load every kernel from numba's cache now (about 0.5 s) rather than in the first transaction."""
+    a = Sums(np.array([1, 2], np.uint64), np.array([1, 1], np.uint64))
+    b = Sums.sum_many([a, a])
+    b.merge(a)
+    b.row_sums(), b.col_sums()
+    Sums.take(gb.Matrix.from_coo([1], [2], [3], nrows=N, ncols=N, dtype="UINT64"))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -129,7 +153,10 @@ def _row_runs(keys, vals, sel, count):
 
 @numba.njit(cache=True, nogil=True)
 def _col_runs(keys, vals, sel, count):
-    """Column sums (or entry counts) of the selected entries: a two-pass 16-bit radix sort by column."""
+    """Column sums (or entry counts) of the selected entries: a two-pass 16-bit LSD radix sort by column.
+
+    (Three passes of 11 bits measured about 30% slower on a million entries.)
+    """
     m = 0
     for i in range(len(keys)):
         m += sel[i]
@@ -199,18 +226,23 @@ class Sums:
         return int(self.vals.sum()) if len(self.vals) else 0
 
     def add(self, other: "Sums") -> "Sums":
-        return Sums.sum_many([self, other])
+        s = Sums.sum_many([self, other])
+        return Sums(s.keys.copy(), s.vals.copy()) if s.keys.base is not None else s  # long-lived: no slack
 
     def merge(self, other: "Sums") -> tuple["Sums", np.ndarray, np.ndarray]:
         """``(self + other, new value of each key of other, key of other was new)``."""
         if not len(other.keys):
             return self, other.vals, np.zeros(0, bool)
-        k, v, new, fresh, used = _merge(self.keys, self.vals, other.keys, other.vals)
-        return Sums(k[:used].copy(), v[:used].copy()), new, fresh  # copies: long-lived sums hold no slack
+        k, v, new, fresh, _ = _merge(self.keys, self.vals, other.keys, other.vals)
+        return Sums(k, v), new, fresh
 
     @staticmethod
     def sum_many(parts: list["Sums"]) -> "Sums":
-        """Pairwise (tree) sum: every entry is merged O(log k) times, not once per part."""
+        """Pairwise (tree) sum: every entry is merged O(log k) times, not once per part.
+
+        The result may be a view of a larger buffer (a batch sum lives for one
+        transaction); ``add`` compacts what it returns.
+        """
         level = [(p.keys, p.vals) for p in parts if len(p.keys)]
         if not level:
             return Sums.empty()
@@ -222,8 +254,7 @@ class Sums:
             if len(level) % 2:
                 nxt.append(level[-1])
             level = nxt
-        k, v = level[0]
-        return Sums(k.copy(), v.copy()) if k.base is not None else Sums(k, v)
+        return Sums(*level[0])
 
     def isequal(self, other: "Sums") -> bool:
         return np.array_equal(self.keys, other.keys) and np.array_equal(self.vals, other.vals)
@@ -257,9 +288,18 @@ class Sums:
     # -- GraphBLAS at the edges --------------------------------------------------------
     @classmethod
     def from_matrix(cls, a: gb.Matrix) -> "Sums":
+        return cls._from_export(a, False)
+
+    @classmethod
+    def take(cls, a: gb.Matrix) -> "Sums":
+        """``from_matrix`` without copying ``a`` first: ``a`` is unusable afterwards."""
+        return cls._from_export(a, True)
+
+    @classmethod
+    def _from_export(cls, a: gb.Matrix, own: bool) -> "Sums":
         if a.nvals == 0:
             return cls.empty()
-        d = a.ss.export("hypercsr", sort=True)
+        d = a.ss.export("hypercsr", sort=True, give_ownership=own)
         keys = _hypercsr_keys(d["rows"], d["indptr"], d["col_indices"])
         vals = d["values"].astype(np.uint64, copy=False)
         if d.get("is_iso"):
