@@ -26,7 +26,7 @@ from collector.layout import Layout, WindowName, iso
 
 from . import reports
 from .lease import Lease
-from .ledger import Ledger, prune_checkpoints, read_checkpoint, write_checkpoint, write_period_file
+from .ledger import Ledger, checkpoint_gen, prune_checkpoints, read_checkpoint, write_checkpoint, write_period_file
 from .profile import Profile
 from .state import Period, State
 from . import sums
@@ -83,6 +83,9 @@ class Aggregator:
                                   cfg.secret) if cfg.parent else None)
         self._cumulative_gen = -1
         self._last_checkpoint = time.monotonic()
+        self._ready_checkpoint: str | None = None       # written after a commit, named by the next line
+        self._referenced_checkpoint: str | None = None  # named by the last committed line
+        self._superseded: list = []                     # (generation, period file) replaced by a restatement
 
     # -- start-up -------------------------------------------------------------
     def recover(self) -> None:
@@ -113,23 +116,36 @@ class Aggregator:
             prune_checkpoints(self.ckpt_dir, "")
         self.state.upstream = self.upstream is not None
         self.state.top_n = self.cfg.top_n
+        in_checkpoint = {p.file for p in self.state.periods.values() if p.file}
         if self.ledger.replay:
             self.replay()
+        self.tidy_period_files(in_checkpoint)
         if self.ledger.generation:
             self.publish(force=True)
         self._last_checkpoint = time.monotonic()
+        self._ready_checkpoint = None
+        self._referenced_checkpoint = self.ledger.checkpoint
+
+    def tidy_period_files(self, in_checkpoint: set) -> None:
+        """Delete period files no committed state names (a crash before their ledger line); keep the
+        ones the loaded checkpoint names until a newer checkpoint replaces it."""
+        current = {p.file for p in self.state.periods.values() if p.file}
+        self._superseded = [(self.ledger.generation, f) for f in sorted(in_checkpoint - current)]
+        for f in self.period_dir.glob("period-*.nsc"):
+            if f.name not in current and f.name not in in_checkpoint:
+                f.unlink(missing_ok=True)
 
     def replay(self) -> None:
         """Sum again the windows of the generations committed after the checkpoint.
 
         Their files are in ``archive/`` (or still in ``nodes/`` after a crash
         between the commit and the archive step); each must have the content
-        the ledger recorded.  None of these generations finalized a period
-        (those always checkpoint), so summing their windows in order
-        rebuilds the committed state exactly.
+        the ledger recorded.  The periods a generation made final are taken
+        from its line, not decided again (node status has moved on since), so
+        the rebuilt state is exactly the committed one.
         """
         t0, n = time.perf_counter(), 0
-        for gen, windows in self.ledger.replay:
+        for gen, windows, final in self.ledger.replay:
             items = []
             for ident, sha, filename in windows:
                 name = WindowName.parse(filename)
@@ -150,6 +166,12 @@ class Aggregator:
                 items.append((parsed.header, Sums.take(winfile.check_window(parsed, name)), filename))
                 self.state.anonymization = parsed.header["anonymization"]
             self.state.apply_batch(items, self.load_final)
+            done = []
+            for start, version, file in final:
+                p = self.state.periods[start]
+                p.final, p.version, p.file, p.dirty = True, version, file, True
+                done.append(p)
+            self.state.queue_upstream(done)
             self.state.generation = gen
             n += len(items)
         log.info("replayed %d window(s) of %d generation(s) committed after the checkpoint (%.2fs)", n,
@@ -306,50 +328,71 @@ class Aggregator:
                 failpoint("agg.archive")
         return len(consumed)
 
-    def checkpoint_due(self, consumed: list, finalized: list[Period]) -> bool:
-        """Checkpoint when a period becomes final (replay never has to repeat a finalization),
-        and often enough to bound the replay after a restart."""
-        return bool(finalized) or (
-            bool(consumed) and (time.monotonic() - self._last_checkpoint >= self.cfg.checkpoint_seconds
-                                or self.ledger.windows_since_checkpoint + len(consumed) >= self.cfg.checkpoint_windows))
+    def checkpoint_due(self, consumed: list) -> bool:
+        """Often enough to bound the replay after a restart."""
+        return bool(consumed) and (
+            time.monotonic() - self._last_checkpoint >= self.cfg.checkpoint_seconds
+            or self.ledger.windows_since_checkpoint + len(consumed) >= self.cfg.checkpoint_windows)
 
     def commit(self, consumed: list, finalized: list[Period], checkpoint: bool = False) -> None:
-        """Commit generation N+1: period files and (if due) a checkpoint, then the ledger line."""
+        """Commit generation N+1: period files, the ledger line (the commit point), reports.
+
+        A checkpoint is written before the line only when asked (idle, exit);
+        a due periodic one is written after the reports, off the path from
+        landing to report, and the next line refers to it.
+        """
         gen = self.ledger.generation + 1
         st = self.state
         st.generation = gen
-        old_files = []
         for p in finalized:
             p.version += 1
-            if p.file:
-                old_files.append(p.file)
+            if p.file:  # the checkpoint we would recover from may still name it
+                self._superseded.append((gen, p.file))
             p.file = write_period_file(self.period_dir, p.id, gen, p.matrix)
         st.queue_upstream(finalized)
-        name = self.ledger.checkpoint
-        snapshot = checkpoint or self.checkpoint_due(consumed, finalized)
-        if snapshot:
-            if st.delta.nvals > max(self.cfg.rebase_min_links, st.cumulative.nvals // 4):
-                # Rewrite the cumulative base only when the delta has grown to a quarter of it:
-                # each checkpoint then costs O(delta), and rebasing adds O(1) amortized per entry.
-                st.rebase(write_checkpoint(self.ckpt_dir, gen, {"base": True}, {"cumulative": st.cumulative},
-                                           prefix="cumulative"))
-            header, mats = st.to_checkpoint()
-            name = write_checkpoint(self.ckpt_dir, gen, header, mats)
-            self._last_checkpoint = time.monotonic()
-            failpoint("agg.checkpoint")
-        self.ledger.commit(gen, name, consumed)  # <- the commit point
+        name = self._ready_checkpoint or self.ledger.checkpoint
+        if checkpoint:
+            name = self.write_checkpoint(gen)
+        self.ledger.commit(gen, name, consumed, [(p.start, p.version, p.file) for p in finalized])  # <- commit point
+        self._ready_checkpoint = None
         log.info("generation %d committed: %d window(s), %d period(s) final (%.3fs since the batch began)", gen,
                  len(consumed), len(finalized), time.perf_counter() - self._step_started)
+        if name != self._referenced_checkpoint:
+            self._referenced_checkpoint = name
+            self.forget_before(checkpoint_gen(name))
         self.publish()
         if self.upstream:
             self.upstream.push(st)
-        if snapshot:
-            prune_checkpoints(self.ckpt_dir, name, st.base_file)
-        for f in old_files:  # superseded by this generation's checkpoint (finalizing always checkpoints)
-            try:
-                (self.period_dir / f).unlink()
-            except OSError:
-                pass
+        if not checkpoint and self.checkpoint_due(consumed):
+            self._ready_checkpoint = self.write_checkpoint(gen)
+
+    def write_checkpoint(self, gen: int) -> str:
+        """Checkpoint the state of generation ``gen`` (what the ledger says up to line ``gen``)."""
+        st = self.state
+        if st.delta.nvals > max(self.cfg.rebase_min_links, st.cumulative.nvals // 4):
+            # Rewrite the cumulative base only when the delta has grown to a quarter of it:
+            # each checkpoint then costs O(delta), and rebasing adds O(1) amortized per entry.
+            st.rebase(write_checkpoint(self.ckpt_dir, gen, {"base": True}, {"cumulative": st.cumulative},
+                                       prefix="cumulative"))
+        header, mats = st.to_checkpoint()
+        name = write_checkpoint(self.ckpt_dir, gen, header, mats)
+        self._last_checkpoint = time.monotonic()
+        failpoint("agg.checkpoint")
+        return name
+
+    def forget_before(self, upto: int) -> None:
+        """A checkpoint of generation ``upto`` is now the recovery point: drop what only older ones needed."""
+        prune_checkpoints(self.ckpt_dir, self.ledger.checkpoint, self.state.base_file)
+        keep = []
+        for gen, f in self._superseded:
+            if gen <= upto:
+                try:
+                    (self.period_dir / f).unlink()
+                except OSError:
+                    pass
+            else:
+                keep.append((gen, f))
+        self._superseded = keep
 
     # -- reports -----------------------------------------------------------------
     def publish(self, force: bool = False) -> None:

@@ -7,13 +7,16 @@ fsync.  The appended line is the commit point.
 
 Checkpoints (``aggregator/state/checkpoint-N.nsc``: the summed matrices and
 their bookkeeping, written with the atomic helper) are taken only every so
-often — when a period becomes final, every ``--checkpoint-seconds``, at exit —
-because serializing million-link running sums on every transaction would cost
-more than the transaction.  Between checkpoints the ledger is a write-ahead
-log: on start the last checkpoint is loaded and the windows of every later
-line are summed again from ``archive/`` (where consumed files go), which
-rebuilds exactly the committed state.  Those files are kept until the next
-checkpoint (retention and duplicate removal skip them).
+often — every ``--checkpoint-seconds`` or ``--checkpoint-windows``, when idle,
+at exit — because serializing million-link running sums on every transaction
+would cost more than the transaction.  A periodic checkpoint is written after
+the transaction's reports and named by the next line.  Between checkpoints
+the ledger is a write-ahead log: on start the checkpoint named by the last
+line is loaded and the windows of every later line are summed again from
+``archive/`` (where consumed files go), and the periods each line made final
+are marked final again, which rebuilds exactly the committed state.  Those
+window files, and period files a restatement superseded, are kept until a
+newer checkpoint is named (retention and duplicate removal skip them).
 
 A torn last line, and any checkpoint newer than the last good line, are from
 a transaction that never committed and are dropped, so its windows (still in
@@ -50,20 +53,23 @@ class Ledger:
     generation: int = 0
     checkpoint: str | None = None
     consumed: dict = field(default_factory=dict)
-    # Generations committed after the checkpoint: [(gen, [(identity, sha, file name), ...])]
+    # Generations committed after the checkpoint:
+    # [(gen, [(identity, sha, file name), ...], [(period start, version, period file), ...])]
     replay: list = field(default_factory=list)
     # identity -> file name of the windows in ``replay``: their files must stay until the next checkpoint
     unsnapshotted: dict = field(default_factory=dict)
 
-    def _record(self, gen: int, checkpoint: str | None, windows: list) -> None:
+    def _record(self, gen: int, checkpoint: str | None, windows: list, final: list) -> None:
         self.generation = gen
         self.checkpoint = checkpoint
         for w in windows:
             self.consumed[w[0]] = w[1]
-        if checkpoint == checkpoint_name(gen):  # this generation's own checkpoint holds everything so far
-            self.replay, self.unsnapshotted = [], {}
+        self.replay.append((gen, [tuple(w) for w in windows], [tuple(f) for f in final]))
+        upto = checkpoint_gen(checkpoint)
+        if self.replay[0][0] <= upto:  # a newer checkpoint holds the oldest generations: forget them
+            self.replay = [r for r in self.replay if r[0] > upto]
+            self.unsnapshotted = {w[0]: w[2] for r in self.replay for w in r[1]}
         else:
-            self.replay.append((gen, [tuple(w) for w in windows]))
             for w in windows:
                 self.unsnapshotted[w[0]] = w[2]
 
@@ -88,7 +94,7 @@ class Ledger:
                 except (ValueError, KeyError, TypeError, AttributeError):  # AttributeError: JSON but not an object
                     log.warning("ledger: ignoring an uncommitted or torn entry after generation %d", led.generation)
                     break
-                led._record(rec["gen"], rec["checkpoint"], rec["windows"])
+                led._record(rec["gen"], rec["checkpoint"], rec["windows"], rec.get("final", []))
                 good_bytes += len(raw)
         if good_bytes != path.stat().st_size:
             with open(path, "r+b") as f:  # cut the torn tail so the next append starts on a clean line
@@ -96,13 +102,18 @@ class Ledger:
                 os.fsync(f.fileno())
         return led
 
-    def commit(self, gen: int, checkpoint: str | None, windows: list[tuple[str, str, str]]) -> None:
+    def commit(self, gen: int, checkpoint: str | None, windows: list[tuple[str, str, str]],
+               final: list[tuple[int, int, str]] = ()) -> None:
         """Append generation ``gen`` durably; after this returns the transaction is committed.
 
         ``windows``: (identity, payload SHA-256 prefix, file name) of each consumed window;
+        ``final``: (start, version, period file) of each period this generation made final or
+        restated, in order, so that a replay repeats the decision instead of re-deciding it;
         ``checkpoint``: the checkpoint to recover from (this generation's own, or an earlier one).
         """
         rec = {"gen": gen, "checkpoint": checkpoint, "windows": [list(w) for w in windows]}
+        if final:
+            rec["final"] = [list(f) for f in final]
         rec["crc"] = _crc(rec)
         line = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -115,11 +126,16 @@ class Ledger:
         finally:
             os.close(fd)
         landing.fsync_dir(self.path.parent)
-        self._record(gen, checkpoint, windows)
+        self._record(gen, checkpoint, windows, list(final))
 
 
 def checkpoint_name(gen: int, prefix: str = "checkpoint") -> str:
     return f"{prefix}-{gen:010d}.nsc"
+
+
+def checkpoint_gen(name: str | None) -> int:
+    """The generation a checkpoint holds (0 for none)."""
+    return int(name[len("checkpoint-"):-len(".nsc")]) if name else 0
 
 
 def write_checkpoint(directory: Path, gen: int, header: dict, sums: dict[str, Sums],

@@ -9,7 +9,8 @@ Work is split into *rounds*; each round is a fresh shared directory with real pr
 
 * three paced synthetic collectors (``synthetic:...,pace=...`` so kills land mid-run) and,
   when ``../shared/pcaps/real`` and ``tshark`` are there, one collector on a real capture;
-* an aggregator daemon (``--rescan-seconds 0.2 --period-seconds 2``) that is killed again
+* an aggregator daemon (``--rescan-seconds 0.2 --period-seconds 2``, checkpointing often or rarely
+  at random) that is killed again
   and again: started with ``NETSENSE_FAILPOINT=<agg point>:<random n>`` (it SIGKILLs itself
   at that step) or started normally and SIGKILLed from outside at a random moment, then
   restarted with the next kill point;
@@ -677,7 +678,11 @@ class Round:
         if self.agg_starts:
             self.r.agg_restarts += 1
         self.agg_starts += 1
-        self.agg = Child(["aggregator", "run", "--shared", str(self.shared), *AGG_ARGS],
+        # Checkpoint often or rarely, at random: kills then land both on checkpoints and on
+        # stretches of the write-ahead log that recovery must replay (windows and finalizations).
+        ckpt = ["--checkpoint-windows", str(self.rng.choice([1, 5, 30, 4096])),
+                "--checkpoint-seconds", str(self.rng.choice([0.3, 2, 600]))]
+        self.agg = Child(["aggregator", "run", "--shared", str(self.shared), *AGG_ARGS, *ckpt],
                          self.logs / f"agg-{self.agg_starts:03d}.log",
                          self.agg_point.env() if self.agg_point else None, "aggregator", self.r.cpu)
         self.event(f"start aggregator #{self.agg_starts} {self.agg_point}")

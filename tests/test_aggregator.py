@@ -45,8 +45,8 @@ def test_small_batches_with_rebasing_and_restarts_equal_the_reference(shared):
 
 def wal_aggregator(shared, **kw):
     """An aggregator that never checkpoints on its own: commits are ledger lines only."""
-    cfg = AggregatorConfig(shared, once=True, period_seconds=3600, batch_files=2, checkpoint_seconds=1e9,
-                           checkpoint_windows=10**9, **kw)
+    cfg = AggregatorConfig(shared, once=True, period_seconds=kw.pop("period_seconds", 3600), batch_files=2,
+                           checkpoint_seconds=1e9, checkpoint_windows=10**9, **kw)
     agg = Aggregator(cfg)
     agg.recover()
     return agg
@@ -59,7 +59,7 @@ def test_commits_between_checkpoints_are_replayed_from_the_archive(shared):
     assert agg.step() == 2 and agg.step() == 2
     state_dir = shared / "aggregator" / "state"
     assert not list(state_dir.glob("checkpoint-*"))  # two generations, no checkpoint: the ledger is the log
-    assert [g for g, _ in agg.ledger.replay] == [1, 2]
+    assert [r[0] for r in agg.ledger.replay] == [1, 2]
     want = agg.state.profile("cumulative", agg.state.cumulative).analytics()
     # A restart (as after SIGKILL) rebuilds the committed state from the archived windows.
     again = wal_aggregator(shared)
@@ -81,6 +81,35 @@ def test_commits_between_checkpoints_are_replayed_from_the_archive(shared):
     assert list(state_dir.glob("checkpoint-*"))
     last = wal_aggregator(shared)
     assert last.ledger.replay == []
+    assert read_json(shared / "reports" / "cumulative.json")["analytics"] == nine(*synthetic_packets(spec))
+
+
+def test_finalizations_and_restatements_are_replayed_as_logged(shared):
+    """Periods made final (and restated) between checkpoints come back final, same versions and files."""
+    spec = "seed=8,packets=40000,rate=4000,hosts=500"  # 10 one-second windows over 5 two-second periods
+    collect(shared, "a", "synthetic:" + spec)
+    held = sorted((shared / "nodes" / "a").glob("*.nsw"))[2]  # a window of the first period, held back
+    late = held.rename(shared / held.name)
+    agg = wal_aggregator(shared, period_seconds=2)
+    while agg.step():
+        pass
+    finals = {s: (p.version, p.file) for s, p in agg.state.periods.items() if p.final}
+    assert finals and not list((shared / "aggregator" / "state").glob("checkpoint-*"))
+    late.rename(held)  # arrives late: restates a final period, still without a checkpoint
+    assert agg.step() == 1
+    restated = [s for s, p in agg.state.periods.items() if p.version == 2]
+    assert len(restated) == 1
+    finals = {s: (p.version, p.file) for s, p in agg.state.periods.items() if p.final}
+    periods_dir = shared / "aggregator" / "periods"
+    assert len(list(periods_dir.iterdir())) == len(finals) + 1  # the superseded version is kept for now
+    again = wal_aggregator(shared, period_seconds=2)  # recovery: nothing decided again, all replayed
+    assert {s: (p.version, p.file) for s, p in again.state.periods.items() if p.final} == finals
+    assert again.state.cumulative.isequal(agg.state.cumulative)
+    # No checkpoint names the superseded file (the replay rebuilt that period from its windows): gone.
+    assert sorted(f.name for f in periods_dir.iterdir()) == sorted(f for _, f in finals.values())
+    drain(shared, period_seconds=2)
+    doc = read_json(shared / "reports" / "periods" / f"{again.state.periods[restated[0]].id}.json")
+    assert doc["version"] == 2 and doc["restatement"]
     assert read_json(shared / "reports" / "cumulative.json")["analytics"] == nine(*synthetic_packets(spec))
 
 

@@ -65,6 +65,23 @@ def test_commit_and_reload(tmp_path):
     assert [json.loads(x)["gen"] for x in lines[:-1]] == [1, 2, 3]
 
 
+def test_write_ahead_log_keeps_what_the_named_checkpoint_lacks(tmp_path):
+    led = Ledger.load(tmp_path)
+    led.commit(1, None, [("a/r/0", "s0", "a0.nsw")])                       # no checkpoint yet
+    led.commit(2, None, [("a/r/1", "s1", "a1.nsw")], [(3600, 1, "period-x-g2.nsc")])
+    assert [r[0] for r in led.replay] == [1, 2] and led.replay[1][2] == [(3600, 1, "period-x-g2.nsc")]
+    led.commit(3, None, [("a/r/2", "s2", "a2.nsw")])                       # checkpoint-2 written after it ...
+    led.commit(4, checkpoint_name(2), [("a/r/3", "s3", "a3.nsw")])         # ... and named by the next line
+    assert [r[0] for r in led.replay] == [3, 4]
+    assert led.unsnapshotted == {"a/r/2": "a2.nsw", "a/r/3": "a3.nsw"} and led.windows_since_checkpoint == 2
+    again = Ledger.load(tmp_path)
+    assert (again.replay, again.unsnapshotted, again.checkpoint) == (led.replay, led.unsnapshotted,
+                                                                     checkpoint_name(2))
+    led.commit(5, checkpoint_name(5), [])                                  # its own checkpoint: nothing to replay
+    assert led.replay == [] and led.unsnapshotted == {} and Ledger.load(tmp_path).replay == []
+    assert len(Ledger.load(tmp_path).consumed) == 4
+
+
 def _two_good_lines(tmp_path) -> int:
     led = Ledger.load(tmp_path)
     led.commit(1, checkpoint_name(1), [("a/r/0", "s0")])
