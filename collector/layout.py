@@ -90,6 +90,10 @@ class WindowName:
     @classmethod
     def parse(cls, filename: str) -> "WindowName | None":
         """Parse a final window file name; None for anything else (temp names, junk)."""
+        return _parse_name(filename)
+
+    @classmethod
+    def _parse(cls, filename: str) -> "WindowName | None":
         m = WINDOW_NAME.match(filename)
         if not m or ".." in m["node"]:
             return None
@@ -97,6 +101,12 @@ class WindowName:
             return cls(m["node"], parse_stamp(m["start"]), parse_stamp(m["end"]), m["run"], int(m["seq"]))
         except ValueError:  # fits the grammar but is no real time (month 13, Feb 30, second 60): junk
             return None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_name(filename: str) -> WindowName | None:
+    """Cached: the aggregator's rescans see the same waiting names again and again."""
+    return WindowName._parse(filename)
 
 
 @dataclass(frozen=True)

@@ -176,7 +176,7 @@ def throughput(work: Path, pool, files: int, nodes: int) -> dict:
 
 
 # -- section 2: sustained landing ------------------------------------------------------------------
-def sustained(work: Path, pool, nodes: int, seconds: int, report_seconds: float) -> dict:
+def sustained(work: Path, pool, nodes: int, seconds: int, report_seconds: float, csv: Path | None = None) -> dict:
     shared = work / f"sus-{nodes}"
     staging = work / f"sus-{nodes}-staging"
     staging.mkdir(parents=True)
@@ -247,12 +247,16 @@ def sustained(work: Path, pool, nodes: int, seconds: int, report_seconds: float)
     agg.wait(60)
     gens = _generations(shared)
     gen_of = {ident: g for g, ids in gens for ident in ids}
-    lat = []
+    lat, rows = [], []
     for ident, t_land in landed.items():
         g = gen_of.get(ident)
         t_rep = next((t for t, rg in report_times if rg >= g), None) if g is not None else None
         if t_rep is not None:
             lat.append(t_rep - t_land)
+            rows.append(f"{nodes},{ident},{t_land - t0:.3f},{g},{t_rep - t_land:.3f}")
+    if csv:
+        with open(csv, "a") as fh:
+            fh.write("".join(r + "\n" for r in rows))
     packets = sum(pk for _, _, pk in plan)
     shutil.rmtree(shared)
     shutil.rmtree(staging)
@@ -315,6 +319,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, help="seconds of landing per sustained run")
     ap.add_argument("--curve", default="1,2,4,8,16,32,64,256", help="node counts for the scaling curve")
     ap.add_argument("--rss-windows", type=int, help="windows for the memory section (>= 10000 by default)")
+    ap.add_argument("--latency-csv", type=Path, help="append every window's landing-to-report latency here "
+                                                     "(nodes,identity,landed_at,generation,latency)")
     args = ap.parse_args()
     files = args.files or (256 if args.quick else 2048)
     seconds = args.seconds or (5 if args.quick else 15)
@@ -343,7 +349,7 @@ def main() -> int:
     print("\n== 2. sustained landing, one 2^17-packet window per node per second ==")
     print(f"{'nodes':>5} {'windows':>8} {'files/s':>8} {'Mpkt/s':>8} {'offered':>8} {'p50 s':>7} {'p99 s':>7} {'RSS MiB':>8}")
     for n in [int(x) for x in args.curve.split(",") if x]:
-        s = sustained(work, pool, n, seconds, 0.5)
+        s = sustained(work, pool, n, seconds, 0.5, args.latency_csv)
         print(f"{s['nodes']:>5} {s['windows']:>8} {s['files_per_s']:>8.1f} {s['packets_per_s'] / 1e6:>8.2f} "
               f"{s['offered_packets_per_s'] / 1e6:>8.2f} {s['p50_s']:>7.3f} {s['p99_s']:>7.3f} {s['rss_mib']:>8.0f}")
 
