@@ -87,8 +87,17 @@ class Wakeup:
 
     def stop(self) -> None:
         if self.observer is not None:
-            self.observer.stop()
-            self.observer.join(timeout=5)
+            # watchdog's inotify thread logs an ERROR for an event that races the stop
+            # ("queue_events() called when the thread is inactive"); it is harmless, so keep
+            # it out of the daemon's log while stopping.
+            lg = logging.getLogger("watchdog.observers.inotify")
+            level = lg.level
+            lg.setLevel(logging.CRITICAL)
+            try:
+                self.observer.stop()
+                self.observer.join(timeout=5)
+            finally:
+                lg.setLevel(level)
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,31 @@ def test_finalizations_and_restatements_are_replayed_as_logged(shared):
     assert read_json(shared / "reports" / "cumulative.json")["analytics"] == nine(*synthetic_packets(spec))
 
 
+def test_background_checkpoints_become_the_recovery_point(shared):
+    """A due checkpoint is written after the commit by a background thread; the next line names it."""
+    from aggregator.ledger import checkpoint_name
+
+    spec = "seed=9,packets=40000,rate=20000,hosts=800"
+    collect(shared, "a", "synthetic:" + spec)
+    agg = Aggregator(AggregatorConfig(shared, once=True, period_seconds=3600, batch_files=2, checkpoint_windows=1,
+                                      rebase_min_links=1))
+    agg.recover()
+    steps = 0
+    while agg.step():
+        steps += 1
+        agg.join_checkpoint()  # deterministic here; the daemon just goes on with the next batch
+    lines = [json.loads(x) for x in (shared / "aggregator" / "ledger.jsonl").read_text().splitlines()]
+    assert steps == len(lines) >= 4
+    assert [x["checkpoint"] for x in lines] == [None] + [checkpoint_name(g) for g in range(1, len(lines))]
+    state = sorted(p.name for p in (shared / "aggregator" / "state").iterdir())
+    # the named checkpoint and its base, plus the newest one (written, not yet named)
+    assert checkpoint_name(len(lines) - 1) in state and checkpoint_name(len(lines)) in state
+    again = wal_aggregator(shared)
+    assert [r[0] for r in again.ledger.replay] == [len(lines)]
+    assert again.state.cumulative.isequal(agg.state.cumulative)
+    assert again.state.counters == agg.state.counters
+
+
 def test_a_missing_log_window_stops_recovery_with_a_clear_error(shared):
     from collector.errors import StateError
 
