@@ -396,6 +396,11 @@ class Aggregator:
         header = json.loads(json.dumps(header))  # a copy: the period tables keep changing
 
         def write() -> None:
+            if background:
+                try:  # Linux: a thread id lowers only this thread; the transactions keep the CPU
+                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+                except (OSError, AttributeError):
+                    pass
             try:
                 if base is not None:
                     write_checkpoint(self.ckpt_dir, gen, {"base": True}, {"cumulative": base}, prefix="cumulative")
