@@ -64,6 +64,9 @@ def main():
 @click.option("--secret", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Shared secret file: sign every window with an HMAC that an aggregator run with the same "
                    "--secret requires.")
+@click.option("--compression", type=click.Choice(["lz4", "zstd"]), default="lz4", show_default=True,
+              help="GraphBLAS serialization compressor for window files: lz4 costs the least CPU here and in the "
+                   "aggregator; zstd (level 1) makes files about 45% smaller.")
 @click.option("--anonymize", "anonymize_key", type=click.Path(dir_okay=False, path_type=Path),
               help="Anonymize addresses with prefix-preserving Crypto-PAn, compatible with cryptopANT's "
                    "scramble_ip4, using this cryptopANT key file (created with mode 0600 if missing). "
@@ -75,7 +78,7 @@ def main():
 @click.option("-v", "--verbose", count=True, help="Log every landed window.")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 def run(shared, node, source, window_packets, window_seconds, status_interval, max_gap_windows, spool_bytes, secret,
-        anonymize_key, pass_bits, cipher, verbose, quiet):
+        compression, anonymize_key, pass_bits, cipher, verbose, quiet):
     """Collect traffic from SOURCE and land windows in SHARED/nodes/NODE/.
 
     A finite source (a capture file, synthetic with packets=N) exits 0 once every
@@ -90,7 +93,7 @@ def run(shared, node, source, window_packets, window_seconds, status_interval, m
     setup_logging(verbose, quiet)
     stop = stop_on_signals()
     cfg = CollectorConfig(shared, node.strip(), source, window_packets, window_seconds, status_interval,
-                          max_gap_windows, spool_bytes)
+                          max_gap_windows, spool_bytes, compression)
     try:
         anonymizer = None
         if anonymize_key:

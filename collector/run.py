@@ -39,6 +39,7 @@ class CollectorConfig:
     status_interval: float = 5.0
     max_gap_windows: int = 1440
     spool_bytes: int = 512 << 20
+    compression: str = "lz4"      # GraphBLAS serialization compressor (winfile.COMPRESSIONS)
 
 
 @dataclass
@@ -135,7 +136,7 @@ class Collector:
             created=time.time(), host=self.host)
         a = to_matrix(w.src, w.dst, mapping)
         try:
-            data = winfile.encode(header, {"A": a}, secret=self.secret)
+            data = winfile.encode(header, {"A": a}, secret=self.secret, compression=self.cfg.compression)
         finally:
             # python-graphblas objects sit in reference cycles, freed only when the cyclic GC runs:
             # free the matrix's arrays now, or memory grows by a window's matrix per window until then.

@@ -43,6 +43,22 @@ def test_small_batches_with_rebasing_and_restarts_equal_the_reference(shared):
     assert len(names) == 2 and names[0].startswith("checkpoint-") and names[1].startswith("cumulative-")
 
 
+def test_lz4_and_zstd_collectors_feed_one_aggregator(shared):
+    from collector import winfile
+
+    a, b = "seed=21,packets=20000,hosts=500", "seed=22,packets=20000,hosts=500"
+    run_collector(CollectorConfig(shared, "a", "synthetic:" + a, window_packets=4096, window_seconds=1))
+    run_collector(CollectorConfig(shared, "b", "synthetic:" + b, window_packets=4096, window_seconds=1,
+                                  compression="zstd"))
+    codecs = {n: {winfile.read_header(f)["payload"]["codec"] for f in (shared / "nodes" / n).glob("*.nsw")}
+              for n in "ab"}
+    assert codecs == {"a": {"graphblas-suitesparse-lz4"}, "b": {"graphblas-suitesparse-zstd"}}
+    drain(shared)
+    pa, pb = synthetic_packets(a), synthetic_packets(b)
+    want = nine(np.concatenate([pa[0], pb[0]]), np.concatenate([pa[1], pb[1]]))
+    assert read_json(shared / "reports" / "cumulative.json")["analytics"] == want
+
+
 def wal_aggregator(shared, **kw):
     """An aggregator that never checkpoints on its own: commits are ledger lines only."""
     cfg = AggregatorConfig(shared, once=True, period_seconds=kw.pop("period_seconds", 3600), batch_files=2,

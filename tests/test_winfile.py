@@ -88,6 +88,17 @@ def test_round_trip_window(tmp_path):
     assert winfile.read_header(p) == h
 
 
+@pytest.mark.parametrize("compression", sorted(winfile.COMPRESSIONS))
+def test_each_compression_round_trips_and_says_which(compression):
+    A = sample_matrix(3)
+    data = winfile.encode({"kind": "x"}, {"A": A}, compression=compression)
+    parsed = winfile.decode(data)
+    assert parsed.header["payload"]["codec"] == "graphblas-suitesparse-" + compression
+    assert parsed.matrix("A").isequal(A)
+    with pytest.raises(ValueError, match="compression must be one of"):
+        winfile.encode({"kind": "x"}, {"A": A}, compression="brotli")
+
+
 def test_round_trip_empty_matrix(tmp_path):
     E = gb.Matrix("UINT64", nrows=N, ncols=N)
     parsed = winfile.read(write(tmp_path, window_bytes(E)))
