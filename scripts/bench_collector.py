@@ -23,8 +23,9 @@ time is printed next to wall time because other processes steal the wall clock):
     cache warm), ``Collector.run`` over the whole file into a fresh shared directory, plain and
     anonymizing (a fresh Anonymizer per run, so its cache starts cold), best and median of
     --repeats; CPU = time.process_time.  Also the stage split of one steady-state run
-    (parse / window / anonymize / to_matrix / serialize+pack / land), and a what-if with
-    pcap.read_capture's read size changed in this process only (--chunk-what-if; pcap.py is
+    (parse / window / anonymize / to_matrix / serialize+pack / land), a what-if with the window
+    files compressed with zstd instead of the default LZ4 (--compression zstd), and a what-if
+    with pcap.read_capture's read size changed in this process only (--chunk-what-if; pcap.py is
     not modified).
 (c) nfpcapd (nfdump's pcap -> flow collector): ``nfpcapd -r FILE -w OUTDIR`` on the same file,
     wall and CPU time; the ratio ours/nfpcapd in packets/s (> 1: we are faster).
@@ -220,7 +221,8 @@ def whole_process(tmp: Path, capture: Path, key: Path | None) -> dict:
         shutil.rmtree(shared, ignore_errors=True)
 
 
-def steady_state(tmp: Path, capture: Path, key: Path | None, stages: bool = False) -> dict:
+def steady_state(tmp: Path, capture: Path, key: Path | None, stages: bool = False,
+                 compression: str = "lz4") -> dict:
     """One in-process ``Collector.run`` over the whole capture into a fresh shared directory."""
     from collector import winfile
     from collector import run as runmod
@@ -232,12 +234,12 @@ def steady_state(tmp: Path, capture: Path, key: Path | None, stages: bool = Fals
 
         anonymizer = Anonymizer.from_keyfile(key, create=False)  # fresh: its cache starts cold
     shared = Path(tempfile.mkdtemp(prefix="shared-", dir=tmp))
-    cfg = CollectorConfig(shared=shared, node="b", source=f"pcap:{capture}")
+    cfg = CollectorConfig(shared=shared, node="b", source=f"pcap:{capture}", compression=compression)
     col = Collector(cfg, anonymizer=anonymizer)
     undo = []
     acc: dict[str, list[float]] = {}
     if stages:
-        undo = _instrument(col, anonymizer, runmod, winfile, acc)
+        undo = _instrument(col, anonymizer, runmod, winfile, acc, compression)
     try:
         t0, c0 = time.perf_counter(), time.process_time()
         summary = col.run(threading.Event())
@@ -251,7 +253,7 @@ def steady_state(tmp: Path, capture: Path, key: Path | None, stages: bool = Fals
             "windows": summary.windows_landed, "stages": acc}
 
 
-def _instrument(col, anonymizer, runmod, winfile, acc) -> list:
+def _instrument(col, anonymizer, runmod, winfile, acc, compression) -> list:
     """Time the stages of one run: thread CPU and wall per stage (main thread; landing on its own)."""
     def clock(name, fn, cpu=time.thread_time):
         def timed(*a, **kw):
@@ -286,7 +288,7 @@ def _instrument(col, anonymizer, runmod, winfile, acc) -> list:
     runmod.to_matrix = clock("to_matrix (sort, count, import)", orig_tm)
     undo.append(lambda: setattr(runmod, "to_matrix", orig_tm))
     orig_ser = winfile.serialize
-    winfile.serialize = clock("serialize (GxB zstd-1) + sha256", orig_ser)
+    winfile.serialize = clock(f"serialize (GxB {compression}) + sha256", orig_ser)
     undo.append(lambda: setattr(winfile, "serialize", orig_ser))
     if anonymizer is not None:
         orig_an = anonymizer.anonymize
@@ -452,6 +454,8 @@ def run_bench(args, tmp: Path) -> None:
               f"thread CPU / wall, ms:")
         for name, (c, wl, calls) in r["stages"].items():
             print(f"    {name:<42} {c * 1e3:8.1f} / {wl * 1e3:8.1f}  ({calls} calls)")
+    runs_z = [steady_state(tmp, cap, None, compression="zstd") for _ in range(args.repeats)]
+    print(line("what-if --compression zstd, plain", summarize(runs_z, n)))
     for mib in filter(None, (x.strip() for x in args.chunk_what_if.split(","))):
         from collector import pcap
 
