@@ -147,8 +147,10 @@ def write_checkpoint(directory: Path, gen: int, header: dict, sums: dict[str, Su
     """
     name = checkpoint_name(gen, prefix)
     mats = {k: s.to_matrix() for k, s in sums.items()}
+    # zstd: checkpoints are written off the critical path, where bytes (I/O that competes with the
+    # ledger's fsyncs) cost more than CPU.
     landing.atomic_write(directory / name, winfile.encode({"kind": CHECKPOINT_KIND, "gen": gen, **header},
-                                                          mats), replace=True)
+                                                          mats, compression="zstd"), replace=True)
     return name
 
 
