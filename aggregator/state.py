@@ -2,8 +2,10 @@
 
 Pure bookkeeping — no file system here except through the callables passed
 in — so the exactly-once logic can be tested on its own.  Everything in it is
-saved in one checkpoint per committed generation (see ``ledger``), with the
-cumulative sum split into a base file and a delta.
+saved in the periodic checkpoints (see ``ledger``), with the cumulative sum
+split into a base file and a delta; between checkpoints the ledger's lines
+rebuild it (``apply_batch`` again, and the logged finalizations).  The sums are
+``Sums`` (sorted link keys), immutable, so a checkpoint snapshot is a reference.
 """
 from __future__ import annotations
 
