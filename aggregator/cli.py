@@ -91,7 +91,8 @@ def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, b
                                retention=RetentionPolicy(None if retain_days is None else retain_days * 86400,
                                                          None if retain_gb is None else int(retain_gb * 2**30)),
                                threads=threads, checkpoint_seconds=checkpoint_seconds,
-                               checkpoint_windows=checkpoint_windows, report_seconds=report_seconds, parent=parent, parent_node=check_node(parent_node or default_parent_node()))
+                               checkpoint_windows=checkpoint_windows, report_seconds=report_seconds, parent=parent,
+                               parent_node=check_node(parent_node or default_parent_node()))
         run_aggregator(cfg, stop)
     except NetsenseError as e:
         raise click.ClickException(str(e)) from None

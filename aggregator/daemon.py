@@ -26,12 +26,12 @@ from collector.layout import Layout, WindowName, iso
 
 from . import reports
 from .lease import Lease
-from .ledger import Ledger, checkpoint_gen, checkpoint_name, prune_checkpoints, read_checkpoint, write_checkpoint, write_period_file
+from .ledger import (Ledger, checkpoint_gen, checkpoint_name, prune_checkpoints, read_checkpoint, write_checkpoint,
+                     write_period_file)
 from .profile import Profile
-from .state import Period, State
-from . import sums
-from .sums import Sums
 from .retention import RetentionPolicy, enforce
+from .state import Period, State
+from .sums import Sums, warm_up
 from .upstream import Upstream
 from .watch import Wakeup, choose_observer, scan
 
@@ -169,7 +169,8 @@ class Aggregator:
                         break
                 if parsed is None:
                     raise StateError(f"cannot recover generation {gen}: window file {filename} (consumed after "
-                                     f"the last checkpoint) is missing from archive/ and nodes/")
+                                     f"the last checkpoint) is missing from archive/ and nodes/, or its content "
+                                     f"differs from what the ledger recorded")
                 items.append((parsed.header, Sums.take(winfile.check_window(parsed, name)), filename))
                 self.state.anonymization = parsed.header["anonymization"]
             self.state.apply_batch(items, self.load_final)
@@ -510,7 +511,7 @@ class Aggregator:
         import graphblas as gb
 
         gb.ss.config["nthreads"] = self.cfg.threads
-        sums.warm_up()
+        warm_up()
         self.layout.ensure(self.agg_dir)
         self.lease.acquire()
         wake = threading.Event()

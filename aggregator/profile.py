@@ -26,7 +26,6 @@ from .analytics import Analytics, Top, _top
 from .sums import Sums
 
 _KEYS = ("out", "inn", "fanout", "fanin")
-_LO = np.uint64(0xFFFFFFFF)
 
 
 def _top_merge(n: int, prev: tuple, idx: np.ndarray, vals: np.ndarray) -> tuple:
@@ -79,7 +78,7 @@ class Profile:
         self.valid = self.links = self.max_link = 0
         self.maxima = dict.fromkeys(_KEYS, 0)
         self.tops = dict.fromkeys(_KEYS, ())
-        self.top_links: tuple = ()
+        self.top_links: tuple = ()  # ((src << 32 | dst, packets), ...): the keys of ``Sums``
 
     @classmethod
     def of(cls, a: Sums, n: int) -> "Profile":
@@ -93,7 +92,7 @@ class Profile:
         for k, v in p.vec.items():
             p.maxima[k] = int(v.vals.max())
             p.tops[k] = _top(v.vals, n, v.keys)
-        p.top_links = _split_links(_top(a.vals, n, a.keys))
+        p.top_links = _top(a.vals, n, a.keys)
         return p
 
     def grow(self, acc: Sums, s: Sums, stats: BatchStats | None = None) -> Sums:
@@ -109,8 +108,7 @@ class Profile:
         self.valid += b.packets
         self.links = new_acc.nvals
         self.max_link = max(self.max_link, int(touched.max()))
-        links = tuple((int(r) << 32 | int(c), v) for r, c, v in self.top_links)
-        self.top_links = _split_links(_top_merge(self.n, links, s.keys, touched))
+        self.top_links = _top_merge(self.n, self.top_links, s.keys, touched)
         # fan-out/fan-in grow by the batch's new links only (usually far fewer than its entries)
         deltas = {"out": b.out, "inn": b.inn,
                   "fanout": s.row_counts(fresh), "fanin": s.col_counts(fresh)}
@@ -130,5 +128,5 @@ class Profile:
             max_destination_packets=self.maxima["inn"], max_destination_fanin=self.maxima["fanin"])
 
     def top(self) -> Top:
-        return Top(sources=self.tops["out"], destinations=self.tops["inn"], links=self.top_links,
+        return Top(sources=self.tops["out"], destinations=self.tops["inn"], links=_split_links(self.top_links),
                    source_fanout=self.tops["fanout"], destination_fanin=self.tops["fanin"])

@@ -14,7 +14,7 @@ import click
 from .errors import NetsenseError
 from .run import CollectorConfig, run_collector
 from .sources import SPEC_HELP
-from .winfile import load_secret
+from .winfile import COMPRESSIONS, DEFAULT_COMPRESSION, load_secret
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
@@ -64,7 +64,7 @@ def main():
 @click.option("--secret", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Shared secret file: sign every window with an HMAC that an aggregator run with the same "
                    "--secret requires.")
-@click.option("--compression", type=click.Choice(["lz4", "zstd"]), default="lz4", show_default=True,
+@click.option("--compression", type=click.Choice(sorted(COMPRESSIONS)), default=DEFAULT_COMPRESSION, show_default=True,
               help="GraphBLAS serialization compressor for window files: lz4 costs the least CPU here and in the "
                    "aggregator; zstd (level 1) makes files about 45% smaller.")
 @click.option("--anonymize", "anonymize_key", type=click.Path(dir_okay=False, path_type=Path),

@@ -57,10 +57,8 @@ def stamp(seconds: int) -> str:
     return datetime.fromtimestamp(int(seconds), tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def parse_stamp(s: str) -> int:
-    """Inverse of ``stamp``.  Cached: the aggregator parses every landed name on every scan,
-    and strptime cost more than a second per thousand-file batch."""
+    """Inverse of ``stamp``."""
     return int(datetime.strptime(s, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp())
 
 
@@ -88,12 +86,13 @@ class WindowName:
         return f"{self.node}/{self.run}/{self.seq}"
 
     @classmethod
+    @functools.lru_cache(maxsize=1 << 16)
     def parse(cls, filename: str) -> "WindowName | None":
-        """Parse a final window file name; None for anything else (temp names, junk)."""
-        return _parse_name(filename)
+        """Parse a final window file name; None for anything else (temp names, junk).
 
-    @classmethod
-    def _parse(cls, filename: str) -> "WindowName | None":
+        Cached: the aggregator's rescans see the same waiting names again and again, and
+        strptime cost more than a second per thousand-file batch.
+        """
         m = WINDOW_NAME.match(filename)
         if not m or ".." in m["node"]:
             return None
@@ -101,12 +100,6 @@ class WindowName:
             return cls(m["node"], parse_stamp(m["start"]), parse_stamp(m["end"]), m["run"], int(m["seq"]))
         except ValueError:  # fits the grammar but is no real time (month 13, Feb 30, second 60): junk
             return None
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _parse_name(filename: str) -> WindowName | None:
-    """Cached: the aggregator's rescans see the same waiting names again and again."""
-    return WindowName._parse(filename)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ class CollectorConfig:
     status_interval: float = 5.0
     max_gap_windows: int = 1440
     spool_bytes: int = 512 << 20
-    compression: str = "lz4"      # GraphBLAS serialization compressor (winfile.COMPRESSIONS)
+    compression: str = winfile.DEFAULT_COMPRESSION  # GraphBLAS serialization compressor (winfile.COMPRESSIONS)
 
 
 @dataclass

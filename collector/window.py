@@ -299,6 +299,29 @@ def to_matrix(src: np.ndarray, dst: np.ndarray, mapping=None):
         key |= np.asarray(mapping(aj.astype(np.uint32)), np.uint32)
         order = np.argsort(key)
         ah, ap, aj, ax = _hypercsr(key[order], ax[order])
+    return _import(ah, ap, aj, ax)
+
+
+def matrix_from_sorted_keys(key: np.ndarray, weight: np.ndarray | None = None):
+    """Sorted 64-bit keys (row << 32 | col) -> the 2^32 x 2^32 UINT64 matrix, imported, not built.
+
+    Equal keys are summed (each counts 1, or its ``weight``).  The aggregator's
+    running sums (sorted unique keys with counts) become matrices this way too.
+    """
+    if len(key) == 0:
+        import graphblas as gb
+
+        from .winfile import N
+
+        return gb.Matrix("UINT64", nrows=N, ncols=N)
+    return _import(*_hypercsr(key, weight))
+
+
+def _import(ah, ap, aj, ax):
+    import graphblas as gb
+
+    from .winfile import N
+
     # GrB_Matrix_build makes a matrix whose values are all equal iso (one value stored); so do we.
     iso = bool((ax == ax[0]).all())
     return gb.Matrix.ss.import_hypercsr(nrows=N, ncols=N, rows=ah, indptr=ap, col_indices=aj,

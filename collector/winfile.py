@@ -83,8 +83,8 @@ def serialize(blobs: dict[str, gb.Matrix], compression: str = DEFAULT_COMPRESSIO
         parts.append(b)
         offset += len(b)
     data = b"".join(parts)
-    return Payload({"codec": CODEC_PREFIX + compression, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                    "blobs": entries}, data)
+    return Payload({"codec": CODEC_PREFIX + compression, "bytes": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(), "blobs": entries}, data)
 
 
 def pack(header: dict, payload: Payload, secret: bytes | None = None) -> bytes:
