@@ -493,14 +493,19 @@ _CLASSIC = {  # first 4 bytes -> (little endian, ns resolution, record header le
 _PCAPNG = b"\x0a\x0d\x0d\x0a"
 
 
-def read_capture(stream, chunk_bytes: int = 2 << 20) -> Iterator[Records]:
+def read_capture(stream, chunk_bytes: int = 512 << 10, batch_bytes: int = 2 << 20) -> Iterator[Records]:
     """Yield ``Records`` batches from a classic pcap or pcapng stream (detected by magic).
 
-    2 MiB reads keep a batch in cache through parsing and windowing (measured
-    19.5 M records/s parsing vs 12.5 M with 8 MiB reads on this machine).
+    The stream is read ``chunk_bytes`` at a time into one reused buffer, which
+    stays in the CPU's L2 cache while it is parsed: the read's copy out of the
+    page cache costs more than parsing, and less when it lands in cache.  Rows
+    from several reads are gathered into one batch of about ``batch_bytes`` of
+    capture, so windowing pays its per-batch cost once per batch, not per read.
+    (Measured here: 512 KiB reads gathered into 2 MiB batches parse 2 M records
+    in about 110 ms, 2 MiB reads in about 121 ms.)
 
     ``stream`` is any binary file object, seekable or not; it is read
-    sequentially, ``chunk_bytes`` at a time, and never held in memory whole.
+    sequentially and never held in memory whole.
     The file header is checked at call time, so ``CaptureError`` is raised here,
     not on the first ``next()``.
     """
@@ -518,19 +523,18 @@ def read_capture(stream, chunk_bytes: int = 2 << 20) -> Iterator[Records]:
         if major != 2:
             raise CaptureError(f"unsupported pcap version {major}.{minor}")
         b.start += 24
-        return _read_pcap(b, le, ns, hdr_len, minor, snaplen, network & 0xFFFF)  # upper bits: FCS info
+        return _read_pcap(b, le, ns, hdr_len, minor, snaplen, network & 0xFFFF, batch_bytes)  # upper: FCS
     if magic == _PCAPNG:
         if not b.ensure(16):
             raise CaptureError("truncated pcapng section header")
         _section_order(b.bytes(8, 4), b.bytes(12, 2), first=True)
-        return _drive(b, 16, _Pcapng(b).scan)  # 16: the smallest packet block
+        return _drive(b, 16, _Pcapng(b).scan, batch_bytes)  # 16: the smallest packet block
     raise CaptureError(f"not a pcap or pcapng capture (magic {magic.hex()})")
 
 
-def _columns(b: _Buffer, min_record: int):
-    """Output columns large enough for every record the buffer can hold (each is >= min_record bytes)."""
-    n = b.avail // min_record + 1
-    return (np.empty(n, np.int64), np.empty(n, np.uint32), np.empty(n, np.uint32), np.empty(n, np.uint8))
+def _columns(rows: int):
+    """Empty output columns (ts, src, dst, reason) for ``rows`` records."""
+    return (np.empty(rows, np.int64), np.empty(rows, np.uint32), np.empty(rows, np.uint32), np.empty(rows, np.uint8))
 
 
 def _batch(cols, n: int, position: int, extra=None) -> Records:
@@ -552,16 +556,27 @@ def _stop_reason(b: _Buffer, code: int):
     return None
 
 
-def _drive(b: _Buffer, min_record: int, scan) -> Iterator[Records]:
-    """Yield one batch per buffer fill; ``scan(cols)`` parses from ``b.start`` and returns (rows, code, need)."""
-    position = 0
+def _drive(b: _Buffer, min_record: int, scan, batch_bytes: int) -> Iterator[Records]:
+    """Yield batches of about ``batch_bytes`` of capture; ``scan(cols, row)`` parses from ``b.start`` into the
+    columns from ``row`` on and returns (rows used, code, bytes needed).
+
+    Columns are sized so a scan can never overflow them: before each scan they have
+    room for every record the buffer could hold (each is >= ``min_record`` bytes).
+    """
+    position, cols, n, scanned = 0, None, 0, 0
     while True:
-        cols = _columns(b, min_record)
-        n, code, need = scan(cols)
-        position += n
-        if code == _NEED_MORE and not b.eof:
+        if cols is None or len(cols[0]) - n <= b.avail // min_record:
             if n:
                 yield _batch(cols, n, position)
+            cols, n, scanned = _columns(max(b.avail, batch_bytes) // min_record + 1), 0, 0
+        before = b.start
+        rows, code, need = scan(cols, n)
+        position += rows - n
+        n, scanned = rows, scanned + b.start - before
+        if code == _NEED_MORE and not b.eof:
+            if scanned >= batch_bytes:
+                yield _batch(cols, n, position)
+                cols, n = None, 0
             b.refill(need)
             continue
         extra = _stop_reason(b, code)
@@ -572,16 +587,16 @@ def _drive(b: _Buffer, min_record: int, scan) -> Iterator[Records]:
 
 
 def _read_pcap(b: _Buffer, le: bool, ns: bool, hdr_len: int, minor: int, snaplen: int,
-               link: int) -> Iterator[Records]:
+               link: int, batch_bytes: int) -> Iterator[Records]:
     # libpcap: files before 2.3 have caplen and len swapped, 2.3 files may have.
     swapped = 1 if minor < 3 else 2 if minor == 3 else 0
     maxcap = min(MAX_RECORD, max(_LIBPCAP_MAX_SNAP, snaplen))
 
-    def scan(cols):
+    def scan(cols, row):
         n, b.start, code, need = _scan_pcap(b.buf, b.start, b.end, le, hdr_len, 1 if ns else 1000, link,
-                                            maxcap, swapped, 0, *cols)
+                                            maxcap, swapped, row, *cols)
         return n, code, need
-    return _drive(b, hdr_len, scan)
+    return _drive(b, hdr_len, scan, batch_bytes)
 
 
 def _section_order(bom: bytes, version: bytes, first: bool):
@@ -648,9 +663,9 @@ class _Pcapng:
         self.ifs = _Interfaces()
         self.if_cols = self.ifs.columns()
 
-    def scan(self, cols):
+    def scan(self, cols, row):
         """Numba scan, with section headers and interface descriptions handled here between runs."""
-        b, n = self.b, 0
+        b, n = self.b, row
         while True:
             n, b.start, code, need, self.last_ts = _scan_pcapng(b.buf, b.start, b.end, self.le, *self.if_cols,
                                                                 self.last_ts, n, *cols)

@@ -460,7 +460,7 @@ def run_bench(args, tmp: Path) -> None:
         from collector import pcap
 
         saved = pcap.read_capture.__defaults__
-        pcap.read_capture.__defaults__ = (int(float(mib) * (1 << 20)),)
+        pcap.read_capture.__defaults__ = (int(float(mib) * (1 << 20)),) + saved[1:]
         try:
             steady_state(tmp, warm, None)
             runs = [steady_state(tmp, cap, k) for _ in range(args.repeats) for k in (None,)]
@@ -502,7 +502,7 @@ def run_bench(args, tmp: Path) -> None:
         big.unlink()
         from collector import pcap
 
-        print(f"  (streamed: read {pcap.read_capture.__defaults__[0] >> 20} MiB at a time; each window is "
+        print(f"  (streamed: read {pcap.read_capture.__defaults__[0] >> 10} KiB at a time; each window is "
               f"encoded, landed and freed, so the peak is start-up + numba/GraphBLAS + a few windows)")
 
     print("\nsummary (medians; targets are steady state, one core):")

@@ -32,9 +32,9 @@ A, B = "10.0.0.1", "192.168.1.2"
 IP_AB = g.ipv4(A, B, b"payload!")
 
 
-def parse(data: bytes, chunk_bytes: int = 8 << 20):
+def parse(data: bytes, chunk_bytes: int = 8 << 20, batch_bytes: int = 2 << 20):
     """All batches of a capture held in memory."""
-    return list(read_capture(io.BytesIO(data), chunk_bytes))
+    return list(read_capture(io.BytesIO(data), chunk_bytes, batch_bytes))
 
 
 def rows(data: bytes, chunk_bytes: int = 8 << 20):
@@ -216,8 +216,8 @@ def test_file_truncated_mid_record(cut):
 def test_truncated_record_reported_after_last_batch():
     frames = [(i, g.eth(IP_AB)) for i in range(50)]
     data = g.pcap(frames)[:-5]
-    batches = parse(data, chunk_bytes=64)
-    assert sum(map(len, batches)) == 49
+    batches = parse(data, chunk_bytes=64, batch_bytes=64)
+    assert len(batches) > 1 and sum(map(len, batches)) == 49
     assert batches[-1].extra_skipped == {"truncated_record": 1} and batches[-1].position == 50
     assert all(not b.extra_skipped for b in batches[:-1])
 
@@ -295,12 +295,16 @@ def test_chunk_boundaries_do_not_change_results(chunk):
     data = g.pcap(varied_frames(400), nanos=True)
     ref = parse(data)
     assert len(ref) == 1
-    small = parse(data, chunk_bytes=chunk)
+    small = parse(data, chunk_bytes=chunk, batch_bytes=chunk)
     assert len(small) > 1
-    for a, b in zip(concat(ref), concat(small)):
-        np.testing.assert_array_equal(a, b)
-    # positions: cumulative records consumed, matching the rows yielded so far
-    assert [b.position for b in small] == np.cumsum([len(b) for b in small]).tolist()
+    gathered = parse(data, chunk_bytes=chunk, batch_bytes=3 * chunk + 1)  # several reads per batch
+    assert len(gathered) <= len(small)
+    for got in (small, gathered):
+        for a, b in zip(concat(ref), concat(got), strict=True):
+            np.testing.assert_array_equal(a, b)
+        # positions: cumulative records consumed, matching the rows yielded so far
+        assert [b.position for b in got] == np.cumsum([len(b) for b in got]).tolist()
+    assert len(parse(data, chunk_bytes=chunk)) == 1  # the default batch gathers every small read
 
 
 def test_bulk_addresses_and_counts():
