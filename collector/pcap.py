@@ -9,9 +9,10 @@ Design (why it looks like this):
 * The per-record work runs in numba loops (``_scan_pcap``, ``_scan_pcapng``)
   that write straight into preallocated columns; Python only handles file and
   section headers and interface descriptions, which are rare.
-* Batches are cut where the buffer is full, so for a given ``chunk_bytes`` the
-  batch boundaries, and hence ``Records.position``, are deterministic no matter
-  how the pipe delivered the bytes.
+* Each read fills the buffer (or reaches the end), and a batch is cut once it
+  holds ``batch_bytes`` of capture or its columns are full, so for given
+  ``chunk_bytes`` and ``batch_bytes`` the batch boundaries, and hence
+  ``Records.position``, are deterministic no matter how the pipe delivered the bytes.
 * Bad packet *content* never raises: each record gets a reason code (see
   ``collector.records`` and the link-layer section below).  Only a stream that is not
   a capture at all raises ``CaptureError``.  A damaged *record framing* stops the
