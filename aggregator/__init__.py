@@ -1,3 +1,3 @@
 """netsense aggregator: sums landed traffic-matrix windows exactly once and writes reports."""
 
-__version__ = "0.1.0"
+from netsense import __version__  # noqa: F401  (one version for the project)

@@ -14,7 +14,7 @@ import graphblas as gb
 import numpy as np
 from graphblas import agg, monoid
 
-from collector.records import ip_to_str
+from netsense.addresses import ip_to_str
 
 ANALYTICS_KEYS = ("valid_packets", "unique_links", "max_link_packets", "unique_sources", "max_source_packets",
                   "max_source_fanout", "unique_destinations", "max_destination_packets", "max_destination_fanin")

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from collector.cli import setup_logging, stop_on_signals
-from collector.errors import NetsenseError
-from collector.layout import check_node
-from collector.winfile import load_secret
+from netsense.cli_support import setup_logging, stop_on_signals
+from netsense.errors import NetsenseError
+from netsense.layout import check_node
+from netsense.winfile import load_secret
 
 from .daemon import AggregatorConfig, run_aggregator
-from .retention import RetentionPolicy
 from .reports import format_table
+from .retention import RetentionPolicy
 from .status import format_status, gather_status, load_report
 
 SHARED = click.option("--shared", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -84,7 +84,7 @@ def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, b
     start. SIGTERM/SIGINT finish the current transaction and exit 0.
     """
     setup_logging(verbose, quiet)
-    stop = stop_on_signals()
+    stop = stop_on_signals("finishing the transaction")
     try:
         cfg = AggregatorConfig(shared, once, observer, period_seconds, grace_periods, rescan_seconds, batch_files,
                                top_n, max_file_bytes, secret=load_secret(secret) if secret else None,

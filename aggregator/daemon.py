@@ -19,15 +19,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector import landing, winfile
-from collector.faults import failpoint
-from collector.errors import BadWindowFile, LandingError, NetsenseError, StateError
-from collector.layout import Layout, WindowName, iso
+from netsense import landing, statusdoc, winfile
+from netsense.errors import BadWindowFile, LandingError, NetsenseError, StateError
+from netsense.faults import failpoint
+from netsense.layout import REASON_SUFFIX, STATE_SUFFIX, Layout, WindowName, checkpoint_file, checkpoint_file_gen, iso
 
 from . import reports
 from .lease import Lease
-from .ledger import (Ledger, checkpoint_gen, checkpoint_name, prune_checkpoints, read_checkpoint, write_checkpoint,
-                     write_period_file)
+from .ledger import Ledger, prune_checkpoints, read_checkpoint, write_checkpoint, write_period_file
 from .profile import Profile
 from .retention import RetentionPolicy, enforce
 from .state import Period, State
@@ -36,7 +35,6 @@ from .upstream import Upstream
 from .watch import Wakeup, choose_observer, scan
 
 log = logging.getLogger("netsense.aggregator")
-DONE_STATES = ("finished", "stopped", "failed")
 
 
 @dataclass(frozen=True)
@@ -69,8 +67,8 @@ class Aggregator:
         self.cfg = cfg
         self.layout = Layout(cfg.shared)
         self.agg_dir = self.layout.aggregator()
-        self.ckpt_dir = self.agg_dir / "state"
-        self.period_dir = self.agg_dir / "periods"
+        self.ckpt_dir = self.layout.checkpoints()
+        self.period_dir = self.layout.period_sums()
         self.reports_dir = self.layout.reports()
         self.lease = Lease(self.agg_dir, cfg.lease_ttl)
         self.run_counters = {"duplicates": 0, "conflicts": 0, "quarantined": 0}
@@ -98,10 +96,10 @@ class Aggregator:
             self._checkpointer.join()
         self._checkpointer = self._checkpoint_error = self._checkpoint_written = None
         self.layout.ensure()
-        self.layout.ensure(self.ckpt_dir, self.period_dir, self.reports_dir / "periods")
+        self.layout.ensure(self.ckpt_dir, self.period_dir, self.layout.period_reports())
         reports = self.reports_dir
         qdirs = [p for p in self.layout.quarantine().iterdir() if p.is_dir()] if self.layout.quarantine().exists() else []
-        for d in (self.agg_dir, self.ckpt_dir, self.period_dir, reports, reports / "periods", reports / "history",
+        for d in (self.agg_dir, self.ckpt_dir, self.period_dir, reports, self.layout.period_reports(), self.layout.history(),
                   *qdirs):
             landing.remove_stale_temps(d)  # only the lease holder writes these: every temp is stale
         self.ledger = Ledger.load(self.agg_dir)
@@ -138,7 +136,7 @@ class Aggregator:
         ones the loaded checkpoint names until a newer checkpoint replaces it."""
         current = {p.file for p in self.state.periods.values() if p.file}
         self._superseded = [(self.ledger.generation, f) for f in sorted(in_checkpoint - current)]
-        for f in self.period_dir.glob("period-*.nsc"):
+        for f in self.period_dir.glob(f"period-*{STATE_SUFFIX}"):
             if f.name not in current and f.name not in in_checkpoint:
                 f.unlink(missing_ok=True)
 
@@ -201,7 +199,7 @@ class Aggregator:
             n += 1
         info = {"file": path.name, "node_folder": node_dir, "reason": reason, "detail": detail,
                 "quarantined_at": iso(time.time())}
-        landing.write_text(target.with_name(target.name + ".reason.json"), json.dumps(info, indent=1) + "\n")
+        landing.write_text(target.with_name(target.name + REASON_SUFFIX), json.dumps(info, indent=1) + "\n")
         try:
             os.rename(path, target)
         except FileNotFoundError:
@@ -238,21 +236,21 @@ class Aggregator:
                 continue
             try:
                 st = e.stat(follow_symlinks=False)
-                key = (st.st_mtime_ns, st.st_size)
-                cached = self._status_cache.get(e.name)
-                if cached is None or cached[0] != key:
-                    cached = (key, json.loads(Path(e.path).read_text()))
-                    self._status_cache[e.name] = cached
-                doc = cached[1]
-            except (OSError, ValueError):
+            except OSError:
                 continue
-            node = doc.get("node")
-            if not isinstance(node, str):
+            key = (st.st_mtime_ns, st.st_size)
+            cached = self._status_cache.get(e.name)
+            if cached is None or cached[0] != key:
+                cached = (key, statusdoc.read(e.path))
+                self._status_cache[e.name] = cached
+            doc = cached[1]
+            if doc is None:
                 continue
+            node = doc["node"]
             known.add(node)
             last = doc.get("last_window") or {}
             ident = last.get("identity")
-            if doc.get("state") in DONE_STATES and (not last or ident in self.ledger.consumed
+            if doc.get("state") in statusdoc.DONE_STATES and (not last or ident in self.ledger.consumed
                                                     or ident in (consuming or {})):
                 done.add(node)
         return known, done
@@ -369,7 +367,7 @@ class Aggregator:
                  len(consumed), len(finalized), time.perf_counter() - self._step_started)
         if name != self._referenced_checkpoint:
             self._referenced_checkpoint = name
-            self.forget_before(checkpoint_gen(name))
+            self.forget_before(checkpoint_file_gen(name))
         self.publish()
         if self.upstream:
             self.upstream.push(st)
@@ -392,7 +390,7 @@ class Aggregator:
             # Rewrite the cumulative base only when the delta has grown to a quarter of it:
             # each checkpoint then costs O(delta), and rebasing adds O(1) amortized per entry.
             base = st.cumulative
-            st.rebase(checkpoint_name(gen, "cumulative"))
+            st.rebase(checkpoint_file(gen, "cumulative"))
         header, mats = st.to_checkpoint()
         header = json.loads(json.dumps(header))  # a copy: the period tables keep changing
 
@@ -502,7 +500,7 @@ class Aggregator:
                "counters": {**self.state.counters, **self.run_counters},
                "problems": sorted(self._problems_seen)[:100]}  # entries of nodes/ that are never read
         try:
-            landing.write_text(self.agg_dir / "status.json", json.dumps(doc, indent=1) + "\n")
+            landing.write_text(self.layout.aggregator_status(), json.dumps(doc, indent=1) + "\n")
         except LandingError as e:
             log.warning("cannot write aggregator status: %s", e)
 

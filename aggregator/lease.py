@@ -16,15 +16,16 @@ import time
 import uuid
 from pathlib import Path
 
-from collector import landing
-from collector.errors import AggregatorBusy
+from netsense import landing
+from netsense.errors import AggregatorBusy
+from netsense.layout import LEASE_FILE
 
 log = logging.getLogger("netsense.aggregator")
 
 
 class Lease:
     def __init__(self, directory: Path, ttl: float = 30.0):
-        self.path = directory / "lease.json"
+        self.path = directory / LEASE_FILE
         self.ttl = ttl
         self.owner = uuid.uuid4().hex
         self.host = socket.gethostname()

@@ -31,9 +31,11 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector import landing, winfile
-from collector.faults import failpoint
-from collector.errors import BadWindowFile, StateError
+from netsense import landing, winfile
+from netsense.errors import BadWindowFile, StateError
+from netsense.faults import failpoint
+from netsense.layout import (CHECKPOINT_PREFIX, CUMULATIVE_PREFIX, LEDGER_FILE, STATE_SUFFIX, checkpoint_file,
+                             checkpoint_file_gen, period_sum_file)
 
 from .sums import Sums
 
@@ -65,7 +67,7 @@ class Ledger:
         for w in windows:
             self.consumed[w[0]] = w[1]
         self.replay.append((gen, [tuple(w) for w in windows], [tuple(f) for f in final]))
-        upto = checkpoint_gen(checkpoint)
+        upto = checkpoint_file_gen(checkpoint)
         if self.replay[0][0] <= upto:  # a newer checkpoint holds the oldest generations: forget them
             self.replay = [r for r in self.replay if r[0] > upto]
             self.unsnapshotted = {w[0]: w[2] for r in self.replay for w in r[1]}
@@ -79,7 +81,7 @@ class Ledger:
 
     @classmethod
     def load(cls, directory: Path) -> "Ledger":
-        path = directory / "ledger.jsonl"
+        path = directory / LEDGER_FILE
         led = cls(path)
         if not path.exists():
             return led
@@ -129,23 +131,14 @@ class Ledger:
         self._record(gen, checkpoint, windows, list(final))
 
 
-def checkpoint_name(gen: int, prefix: str = "checkpoint") -> str:
-    return f"{prefix}-{gen:010d}.nsc"
-
-
-def checkpoint_gen(name: str | None) -> int:
-    """The generation a checkpoint holds (0 for none)."""
-    return int(name[len("checkpoint-"):-len(".nsc")]) if name else 0
-
-
 def write_checkpoint(directory: Path, gen: int, header: dict, sums: dict[str, Sums],
-                     prefix: str = "checkpoint") -> str:
+                     prefix: str = CHECKPOINT_PREFIX) -> str:
     """Write a checkpoint (or, with prefix "cumulative", a cumulative base file) for generation ``gen``.
 
     The sums are saved as GraphBLAS serializations in the window container, so
     any GraphBLAS user can open them.
     """
-    name = checkpoint_name(gen, prefix)
+    name = checkpoint_file(gen, prefix)
     mats = {k: s.to_matrix() for k, s in sums.items()}
     # zstd: checkpoints are written off the critical path, where bytes (I/O that competes with the
     # ledger's fsyncs) cost more than CPU.
@@ -156,7 +149,7 @@ def write_checkpoint(directory: Path, gen: int, header: dict, sums: dict[str, Su
 
 def write_period_file(directory: Path, period_id: str, gen: int, matrix: Sums) -> str:
     """Save a final period's sum (needed only if a late window restates it)."""
-    name = f"period-{period_id}-g{gen:010d}.nsc"
+    name = period_sum_file(period_id, gen)
     landing.atomic_write(directory / name, winfile.encode({"kind": "period", "period": period_id, "gen": gen},
                                                           {"period": matrix.to_matrix()}), replace=True)
     return name
@@ -173,7 +166,7 @@ def read_checkpoint(directory: Path, name: str) -> tuple[dict, dict[str, Sums]]:
 
 def prune_checkpoints(directory: Path, keep: str, base: str | None = None) -> None:
     """Remove every checkpoint and base file but the committed ones (older and uncommitted newer ones)."""
-    for p in list(directory.glob("checkpoint-*.nsc")) + list(directory.glob("cumulative-*.nsc")):
+    for p in list(directory.glob(f"{CHECKPOINT_PREFIX}-*{STATE_SUFFIX}")) + list(directory.glob(f"{CUMULATIVE_PREFIX}-*{STATE_SUFFIX}")):
         if p.name not in (keep, base):
             try:
                 p.unlink()

@@ -21,8 +21,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from collector import landing
-from collector.layout import iso, stamp
+from netsense import landing
+from netsense.layout import CUMULATIVE_REPORT, HISTORY_DIR, LATEST_REPORT, PERIOD_REPORTS_DIR, iso, stamp
 
 from .analytics import ANALYTICS_KEYS, Analytics, Top
 
@@ -76,12 +76,12 @@ def _dump(doc: dict) -> str:
 
 
 def write_cumulative(reports: Path, doc: dict) -> None:
-    landing.write_text(reports / "cumulative.json", _dump(doc))
+    landing.write_text(reports / CUMULATIVE_REPORT, _dump(doc))
 
 
 def write_period(reports: Path, doc: dict, *, latest: bool) -> None:
     """Write a period report; keep the previous final version when this one restates it."""
-    pdir = reports / "periods"
+    pdir = reports / PERIOD_REPORTS_DIR
     pdir.mkdir(parents=True, exist_ok=True)
     pid = doc["period"]["id"]
     current = pdir / f"{pid}.json"
@@ -98,7 +98,7 @@ def write_period(reports: Path, doc: dict, *, latest: bool) -> None:
     if doc["final"]:
         write_history_row(reports, doc)
     if latest:
-        landing.write_text(reports / "latest.json", _dump(doc))
+        landing.write_text(reports / LATEST_REPORT, _dump(doc))
 
 
 HISTORY_SCHEMA = pa.schema(
@@ -111,7 +111,7 @@ HISTORY_SCHEMA = pa.schema(
 
 def write_history_row(reports: Path, doc: dict) -> Path:
     """One Parquet file per final period version; the folder is the dataset."""
-    hdir = reports / "history"
+    hdir = reports / HISTORY_DIR
     hdir.mkdir(parents=True, exist_ok=True)
     p = doc["period"]
     from datetime import datetime
@@ -128,15 +128,6 @@ def write_history_row(reports: Path, doc: dict) -> Path:
     path = hdir / f"{p['id']}.v{doc['version']}.parquet"
     landing.atomic_write(path, buf.getvalue(), replace=True)
     return path
-
-
-def read_history(reports: Path) -> pa.Table:
-    import pyarrow.dataset as ds
-
-    hdir = reports / "history"
-    if not hdir.exists() or not any(hdir.glob("*.parquet")):
-        return HISTORY_SCHEMA.empty_table()
-    return ds.dataset(hdir, format="parquet", schema=HISTORY_SCHEMA).to_table()
 
 
 def format_table(doc: dict) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
-from collector.layout import stamp
+from netsense.layout import stamp
 
 from .profile import BatchStats, Profile
 from .sums import Sums

@@ -10,8 +10,9 @@ import json
 import time
 from pathlib import Path
 
-from collector.errors import NetsenseError
-from collector.layout import PERIOD_ID, Layout
+from netsense import statusdoc
+from netsense.errors import NetsenseError
+from netsense.layout import PERIOD_ID, REASON_SUFFIX, Layout
 
 SKEW_LIMIT = 5.0   # seconds between a node's clock and the shared file system's before we flag it
 STALE_FACTOR = 3   # missed heartbeats before a running node is shown as stale
@@ -19,11 +20,13 @@ DOWN_FACTOR = 12   # ... and as down
 
 
 def load_report(shared: Path, period: str) -> dict:
-    reports = Layout(shared).reports()
-    if period in ("cumulative", "latest"):
-        path = reports / f"{period}.json"
+    lay = Layout(shared)
+    if period == "cumulative":
+        path = lay.cumulative_report()
+    elif period == "latest":
+        path = lay.latest_report()
     elif PERIOD_ID.match(period):
-        path = reports / "periods" / f"{period}.json"
+        path = lay.period_reports() / f"{period}.json"
     else:
         raise NetsenseError(f"--period must be cumulative, latest or a period ID like 20260101T000000Z, "
                             f"not {period!r}")
@@ -57,13 +60,13 @@ def health(doc: dict, age: float) -> str:
 def gather_status(shared: Path) -> dict:
     lay = Layout(shared)
     now = time.time()
-    agg = _read_json(lay.aggregator() / "status.json") or {}
-    cum = _read_json(lay.reports() / "cumulative.json") or {}
+    agg = _read_json(lay.aggregator_status()) or {}
+    cum = _read_json(lay.cumulative_report()) or {}
     consumed = cum.get("nodes", {})
     nodes = {}
     for p in sorted(lay.status_dir().glob("*.json")) if lay.status_dir().exists() else []:
-        d = _read_json(p)
-        if not d or not isinstance(d.get("node"), str):
+        d = statusdoc.read(p)
+        if d is None:
             continue
         n = d["node"]
         # The heartbeat is the node's clock just before the write; the file's mtime is set by
@@ -88,7 +91,7 @@ def gather_status(shared: Path) -> dict:
     quarantine = {}
     qdir = lay.quarantine()
     if qdir.exists():
-        for r in qdir.glob("*/*.reason.json"):
+        for r in qdir.glob(f"*/*{REASON_SUFFIX}"):
             reason = (_read_json(r) or {}).get("reason", "unknown")
             quarantine[reason] = quarantine.get(reason, 0) + 1
     pending = sum(1 for d in lay.nodes().glob("*/*.nsw")) if lay.nodes().exists() else 0

@@ -25,7 +25,7 @@ import graphblas as gb
 import numba
 import numpy as np
 
-from collector.window import matrix_from_sorted_keys
+from netsense import matrix
 
 @numba.njit(cache=True, nogil=True)
 def _union_size(ak, bk):
@@ -272,4 +272,4 @@ class Sums:
     def to_matrix(self) -> gb.Matrix:
         """The GraphBLAS matrix, imported the way the collector builds windows: the keys are
         already in row-major order, so this is a copy, not the sort ``from_coo`` does."""
-        return matrix_from_sorted_keys(self.keys, self.vals)
+        return matrix.from_sorted_keys(self.keys, self.vals)

@@ -12,16 +12,14 @@ parent drops an identical duplicate by identity).
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import socket
 import time
 from pathlib import Path
 
-from collector import landing, winfile
-from collector.errors import AlreadyLanded, LandingError
-from collector.layout import Layout, WindowName, check_node, iso
+from netsense import landing, statusdoc, winfile
+from netsense.errors import AlreadyLanded, LandingError
+from netsense.layout import Layout, WindowName, check_node, iso
 
 from .state import State
 
@@ -64,8 +62,7 @@ class Upstream:
             st.upstream_landed(u["seq"])
             self.landed += 1
             self.packets += u["packets"]
-            self.last_window = {"identity": name.identity, "file": name.filename, "start": u["start"],
-                                "end": u["end"], "seq": u["seq"], "position": u["seq"] + 1}
+            self.last_window = statusdoc.last_window(name, u["seq"] + 1)
             n += 1
         return n
 
@@ -74,12 +71,10 @@ class Upstream:
         if not force and now - self._last_status < self.status_interval:
             return
         self._last_status = now
-        doc = {"schema": "netsense.status/1", "node": self.node, "host": self.host, "pid": os.getpid(),
-               "source": self.source, "live": True, "run": st.instance, "state": state,
-               "started_at": iso(self.started), "heartbeat_at": iso(now), "heartbeat": now,
-               "status_interval": self.status_interval, "windows_landed": self.landed, "packets": self.packets,
-               "spooled": len(st.upstream_pending), "last_window": self.last_window}
         try:
-            landing.write_text(self.layout.status(self.node), json.dumps(doc, indent=1) + "\n")
+            statusdoc.write(self.layout, self.node, state, host=self.host, source=self.source, live=True,
+                            run=st.instance, started_at=iso(self.started), status_interval=self.status_interval,
+                            windows_landed=self.landed, packets=self.packets, spooled=len(st.upstream_pending),
+                            last_window=self.last_window)
         except LandingError as e:
             log.warning("cannot write upstream status: %s", e)

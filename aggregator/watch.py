@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.layout import NODE_NAME, WindowName
+from netsense.layout import NODE_NAME, WindowName
 
 log = logging.getLogger("netsense.aggregator")
 NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "ceph", "fuse.sshfs", "fuse.cephfs", "gpfs",

@@ -1,3 +1,3 @@
 """netsense collector: turns a node's traffic into windowed GraphBLAS traffic matrices on shared storage."""
 
-__version__ = "0.1.0"
+from netsense import __version__  # noqa: F401  (one version for the project)

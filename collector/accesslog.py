@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import SourceError
+from netsense.errors import SourceError
+
 from .records import COUNTED, MALFORMED_RECORD, NOT_IPV4, Records, make_records
 from .tabular import _np_bool, fill_ts, parse_addresses
 

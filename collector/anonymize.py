@@ -82,7 +82,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .errors import ConfigError
+from netsense.errors import ConfigError
 
 __all__ = [
     "Anonymizer", "KeyFileError", "KeyState", "CIPHERS",

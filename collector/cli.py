@@ -1,40 +1,18 @@
 """``netsense-collector``: a thin click layer over ``collector.run``."""
 from __future__ import annotations
 
-import json
-import logging
-import signal
-import time
-import sys
-import threading
 from pathlib import Path
+
+import logging
 
 import click
 
-from .errors import NetsenseError
+from netsense.cli_support import setup_logging, stop_on_signals
+from netsense.errors import NetsenseError
+from netsense.winfile import COMPRESSIONS, DEFAULT_COMPRESSION, load_secret
+
 from .run import CollectorConfig, run_collector
 from .sources import SPEC_HELP
-from .winfile import COMPRESSIONS, DEFAULT_COMPRESSION, load_secret
-
-
-def setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
-
-
-def stop_on_signals() -> threading.Event:
-    """SIGTERM/SIGINT set an event; the run loop lands the open window and exits 0."""
-    stop = threading.Event()
-
-    def handler(signum, _frame):
-        logging.getLogger("netsense").info("received %s: landing the open window and stopping",
-                                           signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return stop
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -91,7 +69,7 @@ def run(shared, node, source, window_packets, window_seconds, status_interval, m
       netsense-collector run --shared /tmp/ns --node demo1 --source synthetic:seed=1,packets=500000
     """
     setup_logging(verbose, quiet)
-    stop = stop_on_signals()
+    stop = stop_on_signals("landing the open window")
     cfg = CollectorConfig(shared, node.strip(), source, window_packets, window_seconds, status_interval,
                           max_gap_windows, spool_bytes, compression)
     try:
@@ -128,9 +106,10 @@ def import_graphchallenge(tars, shared, node, start, window_seconds, no_byteswap
     """
     from datetime import datetime
 
-    from . import landing
+    from netsense import statusdoc
+    from netsense.layout import Layout, WindowName, check_node
+
     from .graphchallenge import import_tar, tar_name_time
-    from .layout import Layout, check_node, iso
 
     setup_logging(0, False)
     try:
@@ -147,16 +126,11 @@ def import_graphchallenge(tars, shared, node, start, window_seconds, no_byteswap
                        f"{s.bad} bad, {s.packets:,} packets")
             last = s.files[-1] if s.files else last
         # A finished "collector" status lets the aggregator finalize periods without waiting out the grace.
-        from .layout import WindowName
-
         wn = WindowName.parse(Path(last).name) if last else None
-        now = time.time()
-        doc = {"schema": "netsense.status/1", "node": node, "state": "finished", "source": "graphchallenge",
-               "live": False, "heartbeat": now, "heartbeat_at": iso(now),
-               "last_window": {"identity": wn.identity, "file": wn.filename, "start": wn.start, "end": wn.end,
-                               "seq": wn.seq, "position": wn.seq + 1} if wn else None}
-        Layout(shared).ensure(Layout(shared).status_dir())
-        landing.write_text(Layout(shared).status(node), json.dumps(doc, indent=1) + "\n")
+        layout = Layout(shared)
+        layout.ensure(layout.status_dir())
+        statusdoc.write(layout, node, "finished", source="graphchallenge", live=False,
+                        last_window=statusdoc.last_window(wn, wn.seq + 1) if wn else None)
     except NetsenseError as e:
         raise click.ClickException(str(e)) from None
 

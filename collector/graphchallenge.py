@@ -89,9 +89,9 @@ from typing import Iterable
 import graphblas as gb
 import numpy as np
 
-from . import landing, winfile
-from .errors import AlreadyLanded, BadWindowFile, ConfigError, NetsenseError, SourceError
-from .layout import Layout, WindowName, check_node
+from netsense import landing, matrix, winfile
+from netsense.errors import AlreadyLanded, BadWindowFile, ConfigError, NetsenseError, SourceError
+from netsense.layout import Layout, WindowName, check_node
 
 log = logging.getLogger("netsense.graphchallenge")
 
@@ -293,7 +293,7 @@ def _coo(m: gb.Matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     ``to_coo`` first waits on the matrix, and on a freshly deserialized 2^17-packet member
     that wait (sorting and hashing the hyperlist) cost twice the deserialization itself.
-    Exporting the hypersparse CSR arrays unsorted skips it. ``_hypersparse`` sorts anyway.
+    Exporting the hypersparse CSR arrays unsorted skips it. ``matrix.from_unique_pairs`` sorts anyway.
     """
     d = m.ss.export("hypercsr", sort=False)
     indptr = d["indptr"].astype(np.int64)
@@ -302,25 +302,6 @@ def _coo(m: gb.Matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if d["is_iso"]:
         vals = np.full(len(cols), vals[0] if len(vals) else 0, dtype=vals.dtype)
     return rows, cols, vals
-
-
-def _hypersparse(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> gb.Matrix:
-    """A 2^32 x 2^32 matrix from unique (row, col) pairs in any order.
-
-    Sorting one 64-bit key in numpy and importing the hypersparse CSR arrays directly costs
-    about half as much as ``from_coo`` (a GraphBLAS build) on a 2^17-packet member.
-    """
-    if len(vals) == 0:
-        return gb.Matrix(vals.dtype, nrows=N, ncols=N)
-    key = (rows << np.uint64(32)) | cols
-    order = np.argsort(key)
-    key = key[order]
-    r = key >> np.uint64(32)
-    starts = np.flatnonzero(np.concatenate(([True], r[1:] != r[:-1])))
-    return gb.Matrix.ss.import_hypercsr(
-        nrows=N, ncols=N, rows=r[starts], indptr=np.append(starts, len(key)).astype(np.uint64),
-        col_indices=key & np.uint64(0xFFFFFFFF), values=np.ascontiguousarray(vals[order]),
-        sorted_cols=True, take_ownership=True)
 
 
 def to_netsense(data: bytes, *, byteswap: bool = True) -> tuple[gb.Matrix, int, int]:
@@ -357,7 +338,7 @@ def to_netsense(data: bytes, *, byteswap: bool = True) -> tuple[gb.Matrix, int, 
         raise _Bad("wrong_content", "the packet count does not fit in 64 bits")
     if byteswap:
         rows, cols = _swap(rows), _swap(cols)
-    return _hypersparse(rows, cols, vals), packets, zeros
+    return matrix.from_unique_pairs(rows, cols, vals), packets, zeros
 
 
 def tar_name_time(tar_path) -> int | None:
@@ -513,7 +494,7 @@ def to_challenge(a: gb.Matrix, *, byteswap: bool = True) -> bytes:
         raise GraphChallengeError(f"a link carries {int(vals.max())} packets, more than UINT32 holds")
     if byteswap:
         rows, cols = _swap(rows), _swap(cols)
-    m = _hypersparse(rows, cols, vals.astype(np.uint32))  # CHALLENGE_DTYPE
+    m = matrix.from_unique_pairs(rows, cols, vals.astype(np.uint32))  # CHALLENGE_DTYPE
     raw = m.ss.serialize(CHALLENGE_COMPRESSION[0], level=CHALLENGE_COMPRESSION[1], nthreads=1)
     return raw.tobytes() if isinstance(raw, np.ndarray) else bytes(raw)
 

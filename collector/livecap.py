@@ -34,7 +34,8 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import ConfigError, SourceError
+from netsense.errors import ConfigError, SourceError
+
 from .records import Records, make_records
 
 log = logging.getLogger("netsense.collector.livecap")

@@ -1,7 +1,7 @@
 """WSGI and ASGI middleware: record every request as one client -> server event.
 
-    from collector.sensor import Sensor
-    from collector.middleware import NetsenseWSGIMiddleware, NetsenseASGIMiddleware
+    from netsense.collector.sensor import Sensor
+    from netsense.collector.middleware import NetsenseWSGIMiddleware, NetsenseASGIMiddleware
 
     sensor = Sensor("/mnt/netsense", "web1").start()
     app = NetsenseWSGIMiddleware(app, sensor)                 # Flask, Django, any WSGI app

@@ -37,7 +37,8 @@ from typing import Iterator
 import numba as nb
 import numpy as np
 
-from .errors import SourceError
+from netsense.errors import SourceError
+
 from .records import (BAD_IPV4_HEADER, COUNTED, MALFORMED_RECORD, NOT_IPV4, REASONS, TRUNCATED,
                       TRUNCATED_RECORD, UNSUPPORTED_LINK, Records, make_records)
 

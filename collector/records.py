@@ -80,24 +80,3 @@ def mark_broadcast(rec: Records) -> np.ndarray:
         reason = reason.copy()
         reason[bcast] = BROADCAST
     return reason
-
-
-def ip_to_str(a: int) -> str:
-    """Dotted quad for a big-endian uint32 address."""
-    a = int(a)
-    return f"{a >> 24 & 255}.{a >> 16 & 255}.{a >> 8 & 255}.{a & 255}"
-
-
-def str_to_ip(s: str) -> int:
-    """Parse a dotted quad (or a decimal integer) into a big-endian uint32 address."""
-    s = s.strip()
-    if s.isdigit():
-        v = int(s)
-        if v > 0xFFFFFFFF:
-            raise ValueError(f"address out of range: {s}")
-        return v
-    parts = s.split(".")
-    if len(parts) != 4 or not all(p.isdigit() and int(p) < 256 for p in parts):
-        raise ValueError(f"not an IPv4 address: {s!r}")
-    a, b, c, d = (int(p) for p in parts)
-    return (a << 24) | (b << 16) | (c << 8) | d

@@ -6,9 +6,7 @@ and stopping always lands the open window first.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -17,13 +15,14 @@ from pathlib import Path
 
 from graphblas import ss as _gb_ss  # loaded here: graphblas loads .ss lazily, and not thread-safely
 
-from . import __version__, landing, winfile
-from .errors import AlreadyLanded, LandingError
-from .faults import failpoint
-from .layout import Layout, WindowName, check_node, iso
+from netsense import __version__, landing, statusdoc, winfile
+from netsense.errors import AlreadyLanded, LandingError
+from netsense.faults import failpoint
+from netsense.layout import Layout, WindowName, check_node, iso
+
+from .records import tail
 from .sources import Source, open_source
 from .spool import Pending, Spool
-from .records import tail
 from .window import Window, Windower, to_matrix
 
 log = logging.getLogger("netsense.collector")
@@ -256,22 +255,20 @@ class Collector:
         if not force and now - self._last_status < self.cfg.status_interval:
             return
         self._last_status = now
-        doc = {"schema": "netsense.status/1", "node": self.cfg.node, "host": self.host, "pid": os.getpid(),
-               "version": __version__, "source": self.cfg.source, "live": self.source.live,
-               "window_packets": self.cfg.window_packets, "window_seconds": self.cfg.window_seconds,
-               "started_at": iso(self.started), "heartbeat_at": iso(now), "heartbeat": now,
-               "status_interval": self.cfg.status_interval, **asdict(self.summary)}
+        fields = asdict(self.summary)
+        state = fields.pop("state")
+        del fields["node"]
         try:
-            landing.write_text(self.layout.status(self.cfg.node), json.dumps(doc, indent=1) + "\n")
+            statusdoc.write(self.layout, self.cfg.node, state, host=self.host, version=__version__,
+                            source=self.cfg.source, live=self.source.live, window_packets=self.cfg.window_packets,
+                            window_seconds=self.cfg.window_seconds, started_at=iso(self.started),
+                            status_interval=self.cfg.status_interval, **fields)
         except Exception as e:  # status is advisory: never stop collecting because of it
             log.warning("cannot write status: %s", e)
 
     # -- restarts -----------------------------------------------------------------
     def previous_status(self) -> dict | None:
-        try:
-            return json.loads(self.layout.status(self.cfg.node).read_text())
-        except (OSError, ValueError):
-            return None
+        return statusdoc.read(self.layout.status(self.cfg.node))
 
     def resume_point(self, prev: dict | None) -> dict | None:
         """Where an earlier run of the same replayable source left off, if anywhere.

@@ -70,7 +70,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .layout import check_node
+from netsense.layout import check_node
+
 from .records import NOT_IPV4, Records
 from .run import Collector, CollectorConfig, RunSummary
 from .sources import Source

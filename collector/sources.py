@@ -31,8 +31,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import ConfigError, SourceError
-from .records import Records, str_to_ip
+from netsense.addresses import str_to_ip
+from netsense.errors import ConfigError, SourceError
+
+from .records import Records
 
 log = logging.getLogger("netsense.collector.sources")
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError
-from .records import LIMITED_BROADCAST, Records, make_records
+from netsense.errors import ConfigError
+
+from .records import LIMITED_BROADCAST, make_records
 
 NS = 1_000_000_000
 

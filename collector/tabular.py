@@ -32,7 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import ConfigError, SourceError
+from netsense.errors import ConfigError, SourceError
+
 from .records import COUNTED, MALFORMED_RECORD, NOT_IPV4, REASONS, Records, make_records
 
 log = logging.getLogger("netsense.collector.tabular")

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from netsense import matrix
+
 from .records import COUNTED, LIMITED_BROADCAST, REASONS, Records, mark_broadcast
 
 NS = 1_000_000_000
 _EMPTY = np.empty(0, np.uint32)
 _MIN_BUFFER = 1 << 17   # first allocation of a window's src/dst columns (grown by doubling)
-_S32 = np.uint64(32)
-_U32 = np.uint64(0xFFFFFFFF)
 
 
 @dataclass(frozen=True)
@@ -239,34 +239,6 @@ class Windower:
         return out
 
 
-def _hypercsr(key: np.ndarray, weight: np.ndarray | None = None):
-    """Sorted 64-bit keys (row << 32 | col) -> the hypersparse CSR arrays GraphBLAS keeps.
-
-    Equal keys are summed: each counts 1, or its ``weight``.  Returns uint64 (Ah: the non-empty
-    rows, Ap: row pointers, Aj: column per entry, Ax: value per entry), every one a new array.
-    """
-    n = len(key)
-    new = np.empty(n, bool)
-    new[0] = True
-    np.not_equal(key[1:], key[:-1], out=new[1:])
-    starts = np.flatnonzero(new)
-    nu = len(starts)
-    if weight is None:
-        ax = np.diff(starts, append=n).astype(np.uint64)
-    else:
-        ax = weight.copy() if nu == n else np.add.reduceat(weight, starts).astype(np.uint64)
-    uk = key[starts]
-    rows = uk >> _S32
-    first = np.empty(nu, bool)
-    first[0] = True
-    np.not_equal(rows[1:], rows[:-1], out=first[1:])
-    rs = np.flatnonzero(first)
-    ap = np.empty(len(rs) + 1, np.uint64)
-    ap[:-1] = rs
-    ap[-1] = nu
-    return rows[rs], ap, uk & _U32, ax
-
-
 def to_matrix(src: np.ndarray, dst: np.ndarray, mapping=None):
     """A[src, dst] = packets from src to dst, a 2^32 x 2^32 hypersparse UINT64 matrix.
 
@@ -280,50 +252,19 @@ def to_matrix(src: np.ndarray, dst: np.ndarray, mapping=None):
     sees only the distinct sources and the links' destinations, not two addresses per
     packet, and only the links are sorted again.
     """
-    import graphblas as gb
-
-    from .winfile import N
-
     if len(src) == 0:
-        return gb.Matrix("UINT64", nrows=N, ncols=N)
+        return matrix.empty()
     key = np.asarray(src).astype(np.uint64)
-    key <<= _S32
+    key <<= matrix.S32
     d = np.asarray(dst)
     key |= d if d.dtype == np.uint32 else d.astype(np.uint64)
     key.sort()
-    ah, ap, aj, ax = _hypercsr(key)
+    ah, ap, aj, ax = matrix.hypercsr(key)
     if mapping is not None:
         rows = np.asarray(mapping(ah.astype(np.uint32)), np.uint32).astype(np.uint64)
-        rows <<= _S32
+        rows <<= matrix.S32
         key = np.repeat(rows, np.diff(ap).astype(np.int64))
         key |= np.asarray(mapping(aj.astype(np.uint32)), np.uint32)
         order = np.argsort(key)
-        ah, ap, aj, ax = _hypercsr(key[order], ax[order])
-    return _import(ah, ap, aj, ax)
-
-
-def matrix_from_sorted_keys(key: np.ndarray, weight: np.ndarray | None = None):
-    """Sorted 64-bit keys (row << 32 | col) -> the 2^32 x 2^32 UINT64 matrix, imported, not built.
-
-    Equal keys are summed (each counts 1, or its ``weight``).  The aggregator's
-    running sums (sorted unique keys with counts) become matrices this way too.
-    """
-    if len(key) == 0:
-        import graphblas as gb
-
-        from .winfile import N
-
-        return gb.Matrix("UINT64", nrows=N, ncols=N)
-    return _import(*_hypercsr(key, weight))
-
-
-def _import(ah, ap, aj, ax):
-    import graphblas as gb
-
-    from .winfile import N
-
-    # GrB_Matrix_build makes a matrix whose values are all equal iso (one value stored); so do we.
-    iso = bool((ax == ax[0]).all())
-    return gb.Matrix.ss.import_hypercsr(nrows=N, ncols=N, rows=ah, indptr=ap, col_indices=aj,
-                                        values=ax[:1].copy() if iso else ax, is_iso=iso, nvec=len(ah),
-                                        sorted_cols=True, take_ownership=True, dtype="UINT64")
+        ah, ap, aj, ax = matrix.hypercsr(key[order], ax[order])
+    return matrix.from_hypercsr(ah, ap, aj, ax)

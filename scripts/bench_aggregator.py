@@ -38,10 +38,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from collector import winfile  # noqa: E402
-from collector.layout import WindowName  # noqa: E402
-from collector.synthetic import SyntheticSpec, generate  # noqa: E402
-from collector.window import to_matrix  # noqa: E402
+from netsense import winfile  # noqa: E402
+from netsense.layout import WindowName  # noqa: E402
+from netsense.collector.synthetic import SyntheticSpec, generate  # noqa: E402
+from netsense.collector.window import to_matrix  # noqa: E402
 
 NV = 1 << 17
 BASE_T = 1_767_225_600
@@ -64,7 +64,7 @@ def capture_pool() -> list[tuple[winfile.Payload, int]]:
     real = ROOT.parent / "shared" / "pcaps" / "real"
     if not real.is_dir():
         return []
-    from collector.pcap import CaptureError, open_capture, read_capture
+    from netsense.collector.pcap import CaptureError, open_capture, read_capture
 
     src, dst = [], []
     for f in sorted(real.iterdir()):
@@ -106,8 +106,8 @@ def land_all(staged: list[Path], shared: Path) -> None:
 # -- section 1: throughput vs baseline ----------------------------------------------------------
 BASELINE = r"""
 import sys, time, json, os, graphblas as gb
-from collector import winfile
-from aggregator.analytics import analyze
+from netsense import winfile
+from netsense.aggregator.analytics import analyze
 t0 = time.perf_counter()
 acc = None
 files = sorted(os.path.join(d, f) for d in sys.argv[1:] for f in os.listdir(d))
@@ -162,7 +162,7 @@ def throughput(work: Path, pool, files: int, nodes: int) -> dict:
         raise SystemExit(f"baseline failed: {b.stderr}")
     base = json.loads(b.stdout)
     land_all(staged, shared)
-    a_wall, a_rss, a = run_measured([sys.executable, "-m", "aggregator", "run", "--shared", str(shared), "--once",
+    a_wall, a_rss, a = run_measured([sys.executable, "-m", "netsense.aggregator", "run", "--shared", str(shared), "--once",
                                      "-q"])
     if a.returncode:
         raise SystemExit(f"aggregator failed: {a.stderr}")
@@ -192,7 +192,7 @@ def sustained(work: Path, pool, nodes: int, seconds: int, report_seconds: float,
     # Flush the GBs of staged files now: otherwise the kernel writes them back during the first
     # seconds of the feed and the aggregator's fsyncs wait behind that, which is the bench, not it.
     os.sync()
-    agg = subprocess.Popen([sys.executable, "-m", "aggregator", "run", "--shared", str(shared), *AGG_LOG,
+    agg = subprocess.Popen([sys.executable, "-m", "netsense.aggregator", "run", "--shared", str(shared), *AGG_LOG,
                             "--rescan-seconds", "0.5", "--period-seconds", "60"], cwd=ROOT, env=ONE_THREAD)
     lease = shared / "aggregator" / "lease.json"
     deadline = time.monotonic() + 60
@@ -297,7 +297,7 @@ def memory(work: Path, pool, windows: int) -> list[tuple[int, float]]:
     staging.mkdir(parents=True)
     staged = [stage(staging, "m1", i, BASE_T + i, *pool[i % len(pool)]) for i in range(windows)]
     land_all(staged, shared)
-    p = subprocess.Popen([sys.executable, "-m", "aggregator", "run", "--shared", str(shared), "--once", "-q",
+    p = subprocess.Popen([sys.executable, "-m", "netsense.aggregator", "run", "--shared", str(shared), "--once", "-q",
                           "--period-seconds", "10", "--grace", "0"], cwd=ROOT, env=ONE_THREAD)
     samples, next_mark = [], windows // 10
     status = shared / "aggregator" / "status.json"

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from collector.anonymize import Anonymizer  # noqa: E402
+from netsense.collector.anonymize import Anonymizer  # noqa: E402
 
 
 # CPU time of this thread: on a shared, loaded machine wall time mostly measures the neighbours.

@@ -15,7 +15,7 @@ unless --snaplen cuts them.
 Measured, on that one file, in one run (the machine is shared: compare only within a run; CPU
 time is printed next to wall time because other processes steal the wall clock):
 
-(a) whole process: ``python -m collector run --shared TMP --node b --source pcap:FILE``
+(a) whole process: ``python -m netsense.collector run --shared TMP --node b --source pcap:FILE``
     (and with ``--anonymize KEYFILE``), wall time from spawn to exit incl. interpreter start-up,
     imports, numba cache loading and landing every window; CPU time = the child's user+sys.
     The same command on a 1,000-packet capture gives the fixed start-up cost alone.
@@ -206,7 +206,7 @@ def timed_process(cmd: list[str], cwd: Path = ROOT, env=None) -> dict:
 
 
 def collector_cmd(shared: Path, capture: Path, key: Path | None) -> list[str]:
-    cmd = [sys.executable, "-m", "collector", "run", "--shared", str(shared), "--node", "b",
+    cmd = [sys.executable, "-m", "netsense.collector", "run", "--shared", str(shared), "--node", "b",
            "--source", f"pcap:{capture}", "-q"]
     return cmd + (["--anonymize", str(key)] if key else [])
 
@@ -224,13 +224,13 @@ def whole_process(tmp: Path, capture: Path, key: Path | None) -> dict:
 def steady_state(tmp: Path, capture: Path, key: Path | None, stages: bool = False,
                  compression: str = "lz4") -> dict:
     """One in-process ``Collector.run`` over the whole capture into a fresh shared directory."""
-    from collector import winfile
-    from collector import run as runmod
-    from collector.run import Collector, CollectorConfig
+    from netsense import winfile
+    from netsense.collector import run as runmod
+    from netsense.collector.run import Collector, CollectorConfig
 
     anonymizer = None
     if key is not None:
-        from collector.anonymize import Anonymizer
+        from netsense.collector.anonymize import Anonymizer
 
         anonymizer = Anonymizer.from_keyfile(key, create=False)  # fresh: its cache starts cold
     shared = Path(tempfile.mkdtemp(prefix="shared-", dir=tmp))
@@ -378,7 +378,7 @@ def main() -> None:
 def run_bench(args, tmp: Path) -> None:
     import graphblas as gb
 
-    from collector.anonymize import Anonymizer
+    from netsense.collector.anonymize import Anonymizer
 
     gb.ss.config["nthreads"] = 1
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, numba {nb.__version__}, "
@@ -403,8 +403,8 @@ def run_bench(args, tmp: Path) -> None:
                  frames=frames)
 
     # Links per window, to show the matrices are realistic (and the first window's size on disk).
-    from collector.pcap import open_capture, read_capture
-    from collector.window import Windower, to_matrix
+    from netsense.collector.pcap import open_capture, read_capture
+    from netsense.collector.window import Windower, to_matrix
 
     win = Windower()
     with open_capture(cap) as f:
@@ -421,7 +421,7 @@ def run_bench(args, tmp: Path) -> None:
         while f.read(64 << 20):
             pass
 
-    print(f"\n(a) whole process: python -m collector run --shared TMP --node b --source pcap:FILE "
+    print(f"\n(a) whole process: python -m netsense.collector run --shared TMP --node b --source pcap:FILE "
           f"[--anonymize KEY], {args.repeats} runs each, alternating")
     wp = {None: [], key: []}
     start = {None: [], key: []}
@@ -457,7 +457,7 @@ def run_bench(args, tmp: Path) -> None:
     runs_z = [steady_state(tmp, cap, None, compression="zstd") for _ in range(args.repeats)]
     print(line("what-if --compression zstd, plain", summarize(runs_z, n)))
     for mib in filter(None, (x.strip() for x in args.chunk_what_if.split(","))):
-        from collector import pcap
+        from netsense.collector import pcap
 
         saved = pcap.read_capture.__defaults__
         pcap.read_capture.__defaults__ = (int(float(mib) * (1 << 20)),) + saved[1:]
@@ -500,7 +500,7 @@ def run_bench(args, tmp: Path) -> None:
                   f"capture; {r['hwm_mib'] / small[k]:.2f}x the RSS for {args.large_factor:g}x the packets; "
                   f"{r['wall']:.2f} s wall, {r['cpu']:.2f} s CPU incl. start-up)")
         big.unlink()
-        from collector import pcap
+        from netsense.collector import pcap
 
         print(f"  (streamed: read {pcap.read_capture.__defaults__[0] >> 10} KiB at a time; each window is "
               f"encoded, landed and freed, so the peak is start-up + numba/GraphBLAS + a few windows)")

@@ -91,7 +91,7 @@ def _timed_threads(threads: int, fn, *args) -> tuple[float, float]:
 def bench_record(events: int, repeats: int) -> list[dict]:
     import numpy as np
 
-    from collector.sensor import Sensor
+    from netsense.collector.sensor import Sensor
 
     pool, dst = _pool(), "192.168.0.10"
     results = []
@@ -185,8 +185,8 @@ def serve(port: int, sensing: str, shared: str | None, stats_file: str | None) -
 
     app = _hello
     if sensing == "on":
-        from collector.middleware import NetsenseASGIMiddleware
-        from collector.sensor import Sensor
+        from netsense.collector.middleware import NetsenseASGIMiddleware
+        from netsense.collector.sensor import Sensor
 
         s = Sensor(shared, "bench", window_seconds=60)
 
@@ -282,8 +282,8 @@ def _python_load(port: int, seconds: float, connections: int) -> tuple[float, in
 def bench_middleware_direct(n: int = 200_000, repeats: int = 3) -> dict:
     """What the ASGI middleware adds per request, called directly (no server): process CPU
     µs/request for the bare app and the wrapped app, with the sensor running and landing."""
-    from collector.middleware import NetsenseASGIMiddleware
-    from collector.sensor import Sensor
+    from netsense.collector.middleware import NetsenseASGIMiddleware
+    from netsense.collector.sensor import Sensor
 
     scope = {"type": "http", "path": "/", "client": ("10.1.2.3", 50000), "server": ("10.0.0.1", 8000)}
 

@@ -5,7 +5,7 @@ check that every packet was counted exactly once.
     python scripts/crashtest.py [--kill-points 200] [--seed S] [--keep DIR] [--jobs 3]
 
 Work is split into *rounds*; each round is a fresh shared directory with real processes
-(``python -m collector run`` / ``python -m aggregator run``):
+(``python -m netsense.collector run`` / ``python -m netsense.aggregator run``):
 
 * three paced synthetic collectors (``synthetic:...,pace=...`` so kills land mid-run) and,
   when ``../shared/pcaps/real`` and ``tshark`` are there, one collector on a real capture;
@@ -70,7 +70,7 @@ for _p in (ROOT, ROOT / "tests"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from collector.faults import POINTS  # noqa: E402
+from netsense.faults import POINTS  # noqa: E402
 from reference import KEYS, nine  # noqa: E402  (independent numpy/scipy analytics)
 
 NS = 1_000_000_000
@@ -140,7 +140,7 @@ def _periods(ts_all: np.ndarray, counted: np.ndarray, window_seconds: int, perio
 def synthetic_traffic(node: str, spec: str, window_seconds: int = SYN_WINDOW[1],
                       period_seconds: int = PERIOD_SECONDS) -> Traffic:
     """Regenerate ``synthetic:SPEC`` (seeded) at full speed: ``pace`` only throttles it."""
-    from collector.synthetic import SyntheticSpec, generate
+    from netsense.collector.synthetic import SyntheticSpec, generate
 
     s = dataclasses.replace(SyntheticSpec.parse(spec.split(":", 1)[1]), pace=0.0)
     if s.realtime or s.packets == 0:
@@ -190,7 +190,7 @@ def pcaps_available() -> tuple[list[Path], str]:
     if shutil.which("tshark") is None:
         return [], "tshark is not on PATH"
     try:
-        import collector.pcap  # noqa: F401  (the collector's pcap: source)
+        import netsense.collector.pcap  # noqa: F401  (the collector's pcap: source)
     except Exception as e:  # pragma: no cover - depends on the checkout
         return [], f"the collector's pcap: source does not import ({e})"
     found = [REAL_PCAPS / n for n in PCAP_CANDIDATES if (REAL_PCAPS / n).is_file()]
@@ -202,7 +202,7 @@ def warm_pcap_reader(pcaps: list[Path]) -> float:
     the scan loops once, not in every collector of the first rounds at the same time."""
     t0 = time.monotonic()
     picks = [next((p for p in pcaps if p.suffix == suf), None) for suf in (".pcap", ".pcapng")]
-    code = ("import sys\nfrom collector.pcap import open_capture, read_capture\n"
+    code = ("import sys\nfrom netsense.collector.pcap import open_capture, read_capture\n"
             "for a in sys.argv[1:]:\n    with open_capture(a) as f:\n        list(read_capture(f))\n")
     subprocess.run([sys.executable, "-c", code, *[str(p) for p in picks if p]], cwd=ROOT, timeout=900,
                    capture_output=True)
@@ -397,7 +397,7 @@ class Child:
         self.account = account if account is not None else Counter()
         self.rc: int | None = None
         with open(log, "wb") as fh:
-            self.p = subprocess.Popen([sys.executable, "-m", *args], stdout=fh, stderr=subprocess.STDOUT,
+            self.p = subprocess.Popen([sys.executable, "-m", f"netsense.{args[0]}", *args[1:]], stdout=fh, stderr=subprocess.STDOUT,
                                       cwd=ROOT, env=env)
         self.started = time.monotonic()
 

@@ -15,6 +15,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_PCAPS = ROOT.parent / "shared" / "pcaps"
 
 
+def wing_command(args) -> list[str]:
+    """``["collector", "run", ...]`` -> ``[python, "-m", "netsense.collector", "run", ...]``.
+
+    Tests name a wing as a user names its command (``netsense-collector``); the module is
+    installed under the project's name.
+    """
+    wing, *rest = args
+    return [sys.executable, "-m", f"netsense.{wing}", *rest]
+
+
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05, what: str = "condition"):
     """Poll ``predicate`` until it returns a truthy value or the deadline passes."""
     deadline = time.monotonic() + timeout
@@ -41,7 +51,7 @@ class Proc:
         self.log = log
         self.fh = open(log, "wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.p = subprocess.Popen([sys.executable, "-m", *args], stdout=self.fh, stderr=subprocess.STDOUT,
+        self.p = subprocess.Popen(wing_command(args), stdout=self.fh, stderr=subprocess.STDOUT,
                                   cwd=ROOT, env=env)
 
     def stop(self, timeout: float = 60) -> int:
@@ -61,7 +71,7 @@ class Proc:
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    return subprocess.run(wing_command(args), capture_output=True, text=True, cwd=ROOT, timeout=timeout)
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ def nine(src, dst) -> dict:
 
 def synthetic_packets(spec: str):
     """Regenerate what ``synthetic:SPEC`` produces (the generator is seeded)."""
-    from collector.synthetic import SyntheticSpec, generate
+    from netsense.collector.synthetic import SyntheticSpec, generate
 
     s, d = [], []
     for rec in generate(SyntheticSpec.parse(spec)):

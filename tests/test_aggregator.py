@@ -11,9 +11,9 @@ import pytest
 from conftest import read_json
 from reference import nine, synthetic_packets
 
-from aggregator.daemon import Aggregator, AggregatorConfig
-from collector.errors import AggregatorBusy
-from collector.run import CollectorConfig, run_collector
+from netsense.aggregator.daemon import Aggregator, AggregatorConfig
+from netsense.errors import AggregatorBusy
+from netsense.collector.run import CollectorConfig, run_collector
 
 
 def collect(shared, node, spec, **kw):
@@ -44,7 +44,7 @@ def test_small_batches_with_rebasing_and_restarts_equal_the_reference(shared):
 
 
 def test_lz4_and_zstd_collectors_feed_one_aggregator(shared):
-    from collector import winfile
+    from netsense import winfile
 
     a, b = "seed=21,packets=20000,hosts=500", "seed=22,packets=20000,hosts=500"
     run_collector(CollectorConfig(shared, "a", "synthetic:" + a, window_packets=4096, window_seconds=1))
@@ -89,7 +89,7 @@ def test_commits_between_checkpoints_are_replayed_from_the_archive(shared):
     again.step()
     assert not copy.exists() and (shared / "archive" / "a" / consumed[0].name).exists()
     # Retention never deletes a window the log still needs.
-    from aggregator.retention import RetentionPolicy, enforce
+    from netsense.aggregator.retention import RetentionPolicy, enforce
     keep = set(again.ledger.unsnapshotted.values())
     assert len(keep) >= 4 and enforce(shared / "archive", RetentionPolicy(max_bytes=0), keep=keep)[0] == 0
     # A clean exit checkpoints: the next start replays nothing, and the totals are exact.
@@ -131,7 +131,7 @@ def test_finalizations_and_restatements_are_replayed_as_logged(shared):
 
 def test_background_checkpoints_become_the_recovery_point(shared):
     """A due checkpoint is written after the commit by a background thread; the next line names it."""
-    from aggregator.ledger import checkpoint_name
+    from netsense.layout import checkpoint_file
 
     spec = "seed=9,packets=40000,rate=20000,hosts=800"
     collect(shared, "a", "synthetic:" + spec)
@@ -144,10 +144,10 @@ def test_background_checkpoints_become_the_recovery_point(shared):
         agg.join_checkpoint()  # deterministic here; the daemon just goes on with the next batch
     lines = [json.loads(x) for x in (shared / "aggregator" / "ledger.jsonl").read_text().splitlines()]
     assert steps == len(lines) >= 4
-    assert [x["checkpoint"] for x in lines] == [None] + [checkpoint_name(g) for g in range(1, len(lines))]
+    assert [x["checkpoint"] for x in lines] == [None] + [checkpoint_file(g) for g in range(1, len(lines))]
     state = sorted(p.name for p in (shared / "aggregator" / "state").iterdir())
     # the named checkpoint and its base, plus the newest one (written, not yet named)
-    assert checkpoint_name(len(lines) - 1) in state and checkpoint_name(len(lines)) in state
+    assert checkpoint_file(len(lines) - 1) in state and checkpoint_file(len(lines)) in state
     again = wal_aggregator(shared)
     assert [r[0] for r in again.ledger.replay] == [len(lines)]
     assert again.state.cumulative.isequal(agg.state.cumulative)
@@ -155,7 +155,7 @@ def test_background_checkpoints_become_the_recovery_point(shared):
 
 
 def test_a_missing_log_window_stops_recovery_with_a_clear_error(shared):
-    from collector.errors import StateError
+    from netsense.errors import StateError
 
     collect(shared, "a", "synthetic:seed=6,packets=20000,rate=20000,hosts=300")
     agg = wal_aggregator(shared)
@@ -200,7 +200,7 @@ def test_period_waits_for_a_running_node_then_grace_finalizes_it(shared):
 
 
 def test_stale_lease_is_taken_over_but_a_fresh_one_is_not(shared):
-    from aggregator.lease import Lease
+    from netsense.aggregator.lease import Lease
 
     agg_dir = shared / "aggregator"
     holder = Lease(agg_dir, ttl=30)
@@ -237,7 +237,7 @@ def test_symlinks_and_foreign_names_are_refused_not_followed(shared, tmp_path):
 
 
 def test_retention_deletes_oldest_archived_windows_by_age_and_size(shared):
-    from aggregator.retention import RetentionPolicy, enforce
+    from netsense.aggregator.retention import RetentionPolicy, enforce
 
     collect(shared, "n1", "synthetic:seed=1,packets=40000")
     drain(shared)
@@ -259,7 +259,7 @@ def test_retention_deletes_oldest_archived_windows_by_age_and_size(shared):
 def test_status_flags_a_node_whose_clock_is_skewed(shared):
     import time
 
-    from aggregator.status import format_status, gather_status
+    from netsense.aggregator.status import format_status, gather_status
 
     (shared / "status").mkdir()
     now = time.time()

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from aggregator.analytics import ANALYTICS_KEYS, Analytics, analyze, top_talkers
-from collector.records import ip_to_str, str_to_ip
-from collector.winfile import N
+from netsense.aggregator.analytics import ANALYTICS_KEYS, Analytics, analyze, top_talkers
+from netsense.addresses import ip_to_str, str_to_ip
+from netsense.winfile import N
 
 
 def matrix(entries) -> gb.Matrix:

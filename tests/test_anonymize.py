@@ -26,8 +26,8 @@ import threading
 import numpy as np
 import pytest
 
-from collector import anonymize as A
-from collector.anonymize import Anonymizer, KeyFileError, parse_keyfile, scramble_ip4_literal
+from netsense.collector import anonymize as A
+from netsense.collector.anonymize import Anonymizer, KeyFileError, parse_keyfile, scramble_ip4_literal
 
 # cryptopANT's public test keys (test/keyfile.*): published with its source, not secrets.
 KEYFILES = {
@@ -430,7 +430,7 @@ def test_portable_build_falls_back_without_aborting(tmp_path):
     import subprocess
     import sys
     kf = keyfile(tmp_path, "aes")
-    code = ("import numpy as np; from collector.anonymize import Anonymizer as A; "
+    code = ("import numpy as np; from netsense.collector.anonymize import Anonymizer as A; "
             f"a = A.from_keyfile({str(kf)!r}, pass_bits=0, create=False); "
             "print(a.aesni, int(a.anonymize(np.array([3478668516], dtype=np.uint32))[0]))")
     env = dict(os.environ, NUMBA_CPU_NAME="generic")
@@ -465,7 +465,7 @@ def test_collector_cli_anonymizes_and_aggregator_keeps_keys_apart(tmp_path):
     refused = {json.loads(p.read_text())["reason"] for p in (shared / "quarantine").glob("*/*.reason.json")}
     assert refused == {"anonymization_mismatch"}
     # The anonymized matrix is the plain one with addresses mapped through the key.
-    from collector.synthetic import SyntheticSpec, generate
+    from netsense.collector.synthetic import SyntheticSpec, generate
     from reference import nine
     import numpy as np
 

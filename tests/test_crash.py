@@ -1,6 +1,6 @@
 """Crash safety, short: the harness of ``scripts/crashtest.py`` with a dozen kill points.
 
-Every failpoint of ``collector.faults.POINTS`` fires at least once (plus outside SIGKILLs of
+Every failpoint of ``netsense.faults.POINTS`` fires at least once (plus outside SIGKILLs of
 the aggregator and of a collector), in real processes, and the drained shared directory must
 equal the independent numpy/scipy answer exactly.  The full run is
 ``python scripts/crashtest.py --kill-points 200``.
@@ -12,14 +12,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import load_script, ROOT, run_cli
+from conftest import ROOT, load_script, run_cli, wing_command
 
-from collector.faults import POINTS
+from netsense.faults import POINTS
 
 
 def _load_harness():
@@ -111,7 +110,7 @@ def _run(args: list[str], failpoint: str | None = None, timeout: float = 300):
     env = {k: v for k, v in os.environ.items() if k != "NETSENSE_FAILPOINT"}
     if failpoint:
         env["NETSENSE_FAILPOINT"] = failpoint
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT, env=env,
+    return subprocess.run(wing_command(args), capture_output=True, text=True, cwd=ROOT, env=env,
                           timeout=timeout)
 
 

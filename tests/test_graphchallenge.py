@@ -20,10 +20,10 @@ import graphblas as gb
 import numpy as np
 import pytest
 
-from collector import graphchallenge as gc
-from collector import winfile
-from collector.errors import AlreadyLanded, BadWindowFile, ConfigError, SourceError
-from collector.layout import Layout, WindowName
+from netsense.collector import graphchallenge as gc
+from netsense import winfile
+from netsense.errors import AlreadyLanded, BadWindowFile, ConfigError, SourceError
+from netsense.layout import Layout, WindowName
 from conftest import ROOT
 
 N = 1 << 32
@@ -459,7 +459,7 @@ def test_export_refuses_counts_beyond_uint32():
 
 # --- with the aggregator -------------------------------------------------------------------
 def test_the_aggregator_consumes_imported_windows_once(tmp_path, traffic):
-    from aggregator.daemon import AggregatorConfig, run_aggregator
+    from netsense.aggregator.daemon import AggregatorConfig, run_aggregator
     from reference import nine
 
     pk, members = traffic

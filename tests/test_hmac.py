@@ -5,8 +5,8 @@ import json
 
 from conftest import read_json, run_cli
 
-from collector import winfile
-from collector.layout import WindowName
+from netsense import winfile
+from netsense.layout import WindowName
 
 
 def collect(shared, node, seed, *extra):

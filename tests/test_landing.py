@@ -1,13 +1,13 @@
-"""Unit tests for collector/landing.py: atomic, durable, no-clobber writes into real directories."""
+"""Unit tests for netsense/landing.py: atomic, durable, no-clobber writes into real directories."""
 from __future__ import annotations
 
 import os
 
 import pytest
 
-from collector import landing
-from collector.errors import AlreadyLanded, LandingError
-from collector.landing import TEMP_PREFIX, atomic_write, remove_stale_temps, temp_name, write_text
+from netsense import landing
+from netsense.errors import AlreadyLanded, LandingError
+from netsense.landing import TEMP_PREFIX, atomic_write, remove_stale_temps, temp_name, write_text
 
 
 def names(d) -> list[str]:

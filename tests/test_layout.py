@@ -1,12 +1,12 @@
-"""Unit tests for collector/layout.py: window names, node names, stamps, paths."""
+"""Unit tests for netsense/layout.py: window names, node names, stamps, paths."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from collector.errors import ConfigError
-from collector.layout import (ARCHIVE_DIR, NODES_DIR, PERIOD_ID, TREE, Layout, WindowName, check_node, iso,
+from netsense.errors import ConfigError
+from netsense.layout import (ARCHIVE_DIR, NODES_DIR, PERIOD_ID, TREE, Layout, WindowName, check_node, iso,
                               parse_stamp, stamp)
 
 GOOD = "node-1_20261122T013900Z_20261122T014000Z_0123456789ab-00000042.nsw"

@@ -8,13 +8,14 @@ import os
 import graphblas as gb
 import pytest
 
-from aggregator import ledger as L
-from aggregator.ledger import Ledger, checkpoint_name, prune_checkpoints, read_checkpoint, write_checkpoint, \
+from netsense.aggregator import ledger as L
+from netsense.layout import checkpoint_file
+from netsense.aggregator.ledger import Ledger, prune_checkpoints, read_checkpoint, write_checkpoint, \
     write_period_file
-from aggregator.state import Period, State, add_range, empty
-from aggregator.sums import Sums
-from collector.errors import StateError
-from collector.winfile import N
+from netsense.aggregator.state import Period, State, add_range, empty
+from netsense.aggregator.sums import Sums
+from netsense.errors import StateError
+from netsense.winfile import N
 
 P = 3600  # period seconds
 T = 1_700_002_800  # a period start (T % 3600 == 0)
@@ -53,12 +54,12 @@ def test_empty_ledger(tmp_path):
 
 def test_commit_and_reload(tmp_path):
     led = Ledger.load(tmp_path)
-    led.commit(1, checkpoint_name(1), [("a/r/0", "s0"), ("a/r/1", "s1")])
-    led.commit(2, checkpoint_name(2), [("b/r/0", "t0")])
-    led.commit(3, checkpoint_name(3), [])  # a generation may consume nothing (finality only)
+    led.commit(1, checkpoint_file(1), [("a/r/0", "s0"), ("a/r/1", "s1")])
+    led.commit(2, checkpoint_file(2), [("b/r/0", "t0")])
+    led.commit(3, checkpoint_file(3), [])  # a generation may consume nothing (finality only)
     assert (led.generation, led.checkpoint) == (3, "checkpoint-0000000003.nsc")
     again = Ledger.load(tmp_path)
-    assert again.generation == 3 and again.checkpoint == checkpoint_name(3)
+    assert again.generation == 3 and again.checkpoint == checkpoint_file(3)
     assert again.consumed == {"a/r/0": "s0", "a/r/1": "s1", "b/r/0": "t0"} == led.consumed
     lines = (tmp_path / "ledger.jsonl").read_bytes().split(b"\n")
     assert lines[-1] == b"" and len(lines) == 4  # one line per generation, newline-terminated
@@ -71,27 +72,27 @@ def test_write_ahead_log_keeps_what_the_named_checkpoint_lacks(tmp_path):
     led.commit(2, None, [("a/r/1", "s1", "a1.nsw")], [(3600, 1, "period-x-g2.nsc")])
     assert [r[0] for r in led.replay] == [1, 2] and led.replay[1][2] == [(3600, 1, "period-x-g2.nsc")]
     led.commit(3, None, [("a/r/2", "s2", "a2.nsw")])                       # checkpoint-2 written after it ...
-    led.commit(4, checkpoint_name(2), [("a/r/3", "s3", "a3.nsw")])         # ... and named by the next line
+    led.commit(4, checkpoint_file(2), [("a/r/3", "s3", "a3.nsw")])         # ... and named by the next line
     assert [r[0] for r in led.replay] == [3, 4]
     assert led.unsnapshotted == {"a/r/2": "a2.nsw", "a/r/3": "a3.nsw"} and led.windows_since_checkpoint == 2
     again = Ledger.load(tmp_path)
     assert (again.replay, again.unsnapshotted, again.checkpoint) == (led.replay, led.unsnapshotted,
-                                                                     checkpoint_name(2))
-    led.commit(5, checkpoint_name(5), [])                                  # its own checkpoint: nothing to replay
+                                                                     checkpoint_file(2))
+    led.commit(5, checkpoint_file(5), [])                                  # its own checkpoint: nothing to replay
     assert led.replay == [] and led.unsnapshotted == {} and Ledger.load(tmp_path).replay == []
     assert len(Ledger.load(tmp_path).consumed) == 4
 
 
 def _two_good_lines(tmp_path) -> int:
     led = Ledger.load(tmp_path)
-    led.commit(1, checkpoint_name(1), [("a/r/0", "s0")])
-    led.commit(2, checkpoint_name(2), [("a/r/1", "s1")])
+    led.commit(1, checkpoint_file(1), [("a/r/0", "s0")])
+    led.commit(2, checkpoint_file(2), [("a/r/1", "s1")])
     return (tmp_path / "ledger.jsonl").stat().st_size
 
 
 def _third_line() -> bytes:
     """A valid generation-3 line, built the way ``Ledger.commit`` builds it."""
-    rec = {"gen": 3, "checkpoint": checkpoint_name(3), "windows": [["a/r/2", "s2"]]}
+    rec = {"gen": 3, "checkpoint": checkpoint_file(3), "windows": [["a/r/2", "s2"]]}
     rec["crc"] = L._crc(rec)
     return (json.dumps(rec, separators=(",", ":")) + "\n").encode()
 
@@ -114,11 +115,11 @@ def test_torn_last_line_is_ignored_and_truncated(tmp_path, tail):
         f.write(tail(_third_line()))
     assert path.stat().st_size > good
     led = Ledger.load(tmp_path)
-    assert (led.generation, led.checkpoint) == (2, checkpoint_name(2))
+    assert (led.generation, led.checkpoint) == (2, checkpoint_file(2))
     assert led.consumed == {"a/r/0": "s0", "a/r/1": "s1"}
     assert path.stat().st_size == good  # the torn tail was cut
     # the next commit appends on a clean line and survives a reload
-    led.commit(3, checkpoint_name(3), [("a/r/2", "s2")])
+    led.commit(3, checkpoint_file(3), [("a/r/2", "s2")])
     again = Ledger.load(tmp_path)
     assert again.generation == 3 and again.consumed == {"a/r/0": "s0", "a/r/1": "s1", "a/r/2": "s2"}
     assert all(json.loads(x)["gen"] == i + 1 for i, x in enumerate(path.read_bytes().splitlines()))
@@ -126,7 +127,7 @@ def test_torn_last_line_is_ignored_and_truncated(tmp_path, tail):
 
 def test_gen_gap_with_valid_crc_is_not_committed(tmp_path):
     good = _two_good_lines(tmp_path)
-    rec = {"gen": 5, "checkpoint": checkpoint_name(5), "windows": []}
+    rec = {"gen": 5, "checkpoint": checkpoint_file(5), "windows": []}
     rec["crc"] = L._crc(rec)
     with open(tmp_path / "ledger.jsonl", "ab") as f:
         f.write((json.dumps(rec) + "\n").encode())
@@ -163,7 +164,7 @@ def test_checkpoint_write_read_round_trip(tmp_path):
 
 def test_unreadable_checkpoint_is_state_error(tmp_path):
     with pytest.raises(StateError):
-        read_checkpoint(tmp_path, checkpoint_name(1))  # missing
+        read_checkpoint(tmp_path, checkpoint_file(1))  # missing
     name = write_checkpoint(tmp_path, 1, {}, {"cumulative": m((1, 2, 3))})
     data = bytearray((tmp_path / name).read_bytes())
     data[-5] ^= 0xFF
@@ -186,8 +187,8 @@ def test_prune_checkpoints_keeps_only_the_committed_one(tmp_path):
         write_checkpoint(tmp_path, g, {}, {"cumulative": empty()})
     (tmp_path / "ledger.jsonl").write_bytes(b"")
     (tmp_path / "period-x-g0000000001.nsc").write_bytes(b"")
-    prune_checkpoints(tmp_path, checkpoint_name(2))
-    assert sorted(os.listdir(tmp_path)) == [checkpoint_name(2), "ledger.jsonl", "period-x-g0000000001.nsc"]
+    prune_checkpoints(tmp_path, checkpoint_file(2))
+    assert sorted(os.listdir(tmp_path)) == [checkpoint_file(2), "ledger.jsonl", "period-x-g0000000001.nsc"]
 
 
 # --- state: add_range -----------------------------------------------------------------------

@@ -23,9 +23,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # pcapgen, whatever pytest's import mode
 import pcapgen as g  # noqa: E402
 
-from collector.pcap import SUPPORTED_LINKS, CaptureError, decode, open_capture, read_capture  # noqa: E402
-from collector.records import (BAD_IPV4_HEADER, COUNTED, NOT_IPV4, TRUNCATED,  # noqa: E402
-                               UNSUPPORTED_LINK)
+from netsense.collector.pcap import SUPPORTED_LINKS, CaptureError, decode, open_capture, read_capture  # noqa: E402
+from netsense.collector.records import (BAD_IPV4_HEADER, COUNTED, NOT_IPV4, TRUNCATED,  # noqa: E402
+                                        UNSUPPORTED_LINK)
 
 SHARED_PCAPS = Path(__file__).resolve().parents[1].parent / "shared" / "pcaps"
 A, B = "10.0.0.1", "192.168.1.2"
@@ -643,7 +643,7 @@ def test_tshark_oracle(corpus, limit):
 if __name__ == "__main__":  # throughput on synthetic 2M-packet captures (Ethernet/IPv4, 76-byte records)
     import time
 
-    from collector.pcap import _scan_pcap
+    from netsense.collector.pcap import _scan_pcap
 
     n = 2_000_000
     buf = np.frombuffer(g.bulk_pcap(n), np.uint8).copy()

@@ -5,10 +5,10 @@ import graphblas as gb
 import numpy as np
 import pytest
 
-from aggregator.analytics import summarize
-from aggregator.profile import Profile
-from aggregator.sums import Sums
-from collector.winfile import N
+from netsense.aggregator.analytics import summarize
+from netsense.aggregator.profile import Profile
+from netsense.aggregator.sums import Sums
+from netsense.winfile import N
 
 
 def batch(rng, n, pool):

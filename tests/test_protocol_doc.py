@@ -5,8 +5,8 @@ import re
 
 from conftest import ROOT
 
-from collector import layout, winfile
-from collector.records import REASONS
+from netsense import layout, statusdoc, winfile
+from netsense.collector.records import REASONS
 
 DOC = (ROOT / "shared_fs_layout.md").read_text()
 
@@ -54,7 +54,40 @@ def test_skip_reasons_match_records():
 
 
 def test_quarantine_reasons_match_the_code():
-    code = "".join(p.read_text() for d in ("collector", "aggregator") for p in (ROOT / d).glob("*.py"))
+    code = "".join(p.read_text() for d in ("netsense", "collector", "aggregator") for p in (ROOT / d).glob("*.py"))
     used = set(re.findall(r'BadWindowFile\("([a-z_]+)"', code))
     used |= set(re.findall(r'quarantine\([^()]*?, "([a-z_]+)"', code))
     assert {r[0] for r in table("Quarantine reasons")} == used
+
+
+def _tree_block(top: str) -> list[str]:
+    """The entries one level under ``top/`` in the document's directory tree."""
+    tree = re.search(r"```\n(.*?)```", section("Directory tree"), re.S).group(1)
+    block = re.search(rf"^[├└]── {top}/.*?\n((?:│   .*\n|    .*\n)+)", tree, re.M).group(1)
+    return re.findall(r"^(?:│|\s)   [├└]── (\S+)", block, re.M)
+
+
+def test_aggregator_private_names_match_layout():
+    entries = _tree_block("aggregator")
+    assert {e.split("/")[0] for e in entries} == {layout.LEASE_FILE, layout.LEDGER_FILE, layout.CHECKPOINTS_DIR,
+                                                  layout.PERIOD_SUMS_DIR, layout.AGGREGATOR_STATUS_FILE}
+    shapes = {e.split("/", 1)[1] for e in entries if "/" in e}
+    assert shapes == {
+        layout.checkpoint_file(0).replace("0000000000", "<gen>"),
+        layout.checkpoint_file(0, layout.CUMULATIVE_PREFIX).replace("0000000000", "<gen>"),
+        layout.period_sum_file("<ID>", 0).replace("0000000000", "<gen>"),
+    }
+    assert layout.checkpoint_file_gen(layout.checkpoint_file(42)) == 42
+
+
+def test_report_names_match_layout():
+    entries = {e.split("/")[0] for e in _tree_block("reports")}
+    assert entries == {layout.CUMULATIVE_REPORT, layout.LATEST_REPORT, layout.PERIOD_REPORTS_DIR, layout.HISTORY_DIR}
+    assert f"<file>{layout.REASON_SUFFIX}" in section("Directory tree")
+
+
+def test_status_document_matches_statusdoc():
+    text = section("Status files")
+    assert f"`{statusdoc.SCHEMA}`" in text
+    states = re.search(r"`state` \(([^)]*)\)", text).group(1)
+    assert re.findall(r"`(\w+)`", states) == list(statusdoc.STATES)

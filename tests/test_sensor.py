@@ -24,14 +24,14 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import numpy as np
 import pytest
 
-from collector import sensor as sensor_mod
-from collector import winfile
-from collector.errors import ConfigError
-from collector.layout import WindowName
-from collector.middleware import NetsenseASGIMiddleware, NetsenseWSGIMiddleware
-from collector.records import str_to_ip
-from collector.run import Collector
-from collector.sensor import Sensor, parse_address
+from netsense.collector import sensor as sensor_mod
+from netsense import winfile
+from netsense.errors import ConfigError
+from netsense.layout import WindowName
+from netsense.collector.middleware import NetsenseASGIMiddleware, NetsenseWSGIMiddleware
+from netsense.addresses import str_to_ip
+from netsense.collector.run import Collector
+from netsense.collector.sensor import Sensor, parse_address
 from conftest import ROOT, read_json, wait_for
 
 NODE = "web1"
@@ -307,7 +307,7 @@ def test_a_stalled_collector_bounds_memory_and_counts_drops(shared, monkeypatch)
 
 
 def test_a_forgotten_close_still_lands_at_interpreter_exit(shared):
-    code = ("import sys; from collector.sensor import Sensor\n"
+    code = ("import sys; from netsense.collector.sensor import Sensor\n"
             f"s = Sensor({str(shared)!r}, {NODE!r}, window_seconds=3600).start()\n"
             "s.record('10.0.0.1', '10.0.0.2'); s.record('10.0.0.3', '10.0.0.2')\n"
             "sys.exit(0)\n")

@@ -21,11 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # pcapgen / conftest, 
 import pcapgen as g  # noqa: E402
 from conftest import read_json, wait_for  # noqa: E402
 
-from collector import livecap, sources, tabular, winfile  # noqa: E402
-from collector.errors import ConfigError, SourceError  # noqa: E402
-from collector.pcap import read_capture  # noqa: E402
-from collector.records import COUNTED, MALFORMED_RECORD, NOT_IPV4, str_to_ip  # noqa: E402
-from collector.run import Collector, CollectorConfig, run_collector  # noqa: E402
+from netsense import winfile  # noqa: E402
+from netsense.collector import livecap, sources, tabular  # noqa: E402
+from netsense.errors import ConfigError, SourceError  # noqa: E402
+from netsense.collector.pcap import read_capture  # noqa: E402
+from netsense.addresses import str_to_ip  # noqa: E402
+from netsense.collector.records import COUNTED, MALFORMED_RECORD, NOT_IPV4  # noqa: E402
+from netsense.collector.run import Collector, CollectorConfig, run_collector  # noqa: E402
 
 NS = 1_000_000_000
 T0 = 1_767_225_600 * NS  # 2026-01-01T00:00:00Z
@@ -146,7 +148,7 @@ def test_options_follow_the_last_question_mark_only_when_they_look_like_options(
 def test_spec_help_names_every_kind():
     from click.testing import CliRunner
 
-    from collector.cli import main
+    from netsense.collector.cli import main
 
     for kind in sources.KINDS:
         assert f"{kind}:" in sources.SPEC_HELP

@@ -167,7 +167,7 @@ LogLevel INFO
 
 
 def test_sshfs_mount_seen_as_network_fs(sshfs_mounts):
-    from aggregator.watch import choose_observer, fs_type
+    from netsense.aggregator.watch import choose_observer, fs_type
 
     export, mnt_a, mnt_b = sshfs_mounts
     (mnt_a / "nodes").mkdir()
@@ -189,7 +189,7 @@ def test_three_collectors_and_a_polling_daemon_through_sshfs(sshfs_mounts, tmp_p
     shared_a, shared_b = mnt_a / "netsense", mnt_b / "netsense"
     shared_a.mkdir()
     (shared_a / "nodes").mkdir()
-    from aggregator.watch import choose_observer
+    from netsense.aggregator.watch import choose_observer
 
     assert choose_observer("auto", shared_b / "nodes") == "polling"
     exp = ct.Expected.of([ct.synthetic_traffic(n, s) for n, s in SPECS.items()])

@@ -79,7 +79,7 @@ def test_read_only_shared_directory_spools_then_recovers(tmpfs, tmp_path):
 
 def test_live_source_drops_past_the_bound_and_counts_it(tmpfs, tmp_path):
     """A live source cannot wait: past --spool-bytes it drops windows, counts and logs them."""
-    from collector.run import Collector, CollectorConfig
+    from netsense.collector.run import Collector, CollectorConfig
 
     shared = tmpfs / "shared"
     (shared / "nodes" / "l1").mkdir(parents=True)

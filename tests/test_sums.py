@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from graphblas import agg, binary, monoid
 
-from aggregator.sums import Sums
-from collector.winfile import N
+from netsense.aggregator.sums import Sums
+from netsense.winfile import N
 
 
 def random_matrix(rng, n, hosts=50) -> gb.Matrix:

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from collector.records import (BAD_IPV4_HEADER, BROADCAST, COUNTED, LIMITED_BROADCAST, NOT_IPV4, REASONS, TRUNCATED,
-                               ip_to_str, make_records, mark_broadcast, str_to_ip)
-from collector.window import NS, Window, Windower, to_matrix
+from netsense.addresses import ip_to_str, str_to_ip
+from netsense.collector.records import (BAD_IPV4_HEADER, BROADCAST, COUNTED, LIMITED_BROADCAST, NOT_IPV4, REASONS,
+                                        TRUNCATED, make_records, mark_broadcast)
+from netsense.collector.window import NS, Window, Windower, to_matrix
 
 WS = 60  # window_seconds used throughout
 T0 = 1_700_000_040  # a UTC second aligned to WS (1_700_000_040 % 60 == 0)

@@ -1,4 +1,4 @@
-"""Unit tests for collector/winfile.py: the container format and window-file validation.
+"""Unit tests for netsense/winfile.py: the container format and window-file validation.
 
 Every hostile input must raise ``BadWindowFile`` with a specific ``reason``;
 nothing else (no KeyError, no MemoryError, no huge allocation).
@@ -15,11 +15,11 @@ import graphblas as gb
 import numpy as np
 import pytest
 
-from collector import winfile
-from collector.errors import BadWindowFile
-from collector.layout import WindowName
-from collector.window import to_matrix
-from collector.winfile import MAGIC, N, PREFIX, PREFIX_SIZE
+from netsense import winfile
+from netsense.errors import BadWindowFile
+from netsense.layout import WindowName
+from netsense.collector.window import to_matrix
+from netsense.winfile import MAGIC, N, PREFIX, PREFIX_SIZE
 
 NAME = WindowName("node-1", 1_700_000_040, 1_700_000_100, "0123456789ab", 7)
 

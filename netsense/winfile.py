@@ -33,6 +33,7 @@ import graphblas as gb
 import numpy as np
 
 from .errors import BadWindowFile
+from .matrix import N  # noqa: F401  (the matrix dimension, part of the format)
 
 MAGIC = b"\x89NSWIN\r\n"
 FORMAT_VERSION = 1
@@ -40,7 +41,6 @@ PREFIX = struct.Struct("<8sHHIQII")
 PREFIX_SIZE = PREFIX.size  # 32
 MAX_HEADER = 1 << 20
 DEFAULT_MAX_PAYLOAD = 1 << 31
-N = 1 << 32  # matrix dimension: the IPv4 address space
 DTYPE = "UINT64"
 # GraphBLAS serialization compressors a writer may choose; the header's payload.codec says which
 # (GraphBLAS reads every one). Measured per 2^17-packet window of ~44,000 links, one thread:

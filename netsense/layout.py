@@ -25,6 +25,23 @@ ARCHIVE_DIR = "archive"        # archive/<node>/<file>  consumed window files
 TREE = (NODES_DIR, STATUS_DIR, AGGREGATOR_DIR, REPORTS_DIR, QUARANTINE_DIR, ARCHIVE_DIR)
 
 WINDOW_SUFFIX = ".nsw"
+REASON_SUFFIX = ".reason.json"  # quarantine/<node>/<file><REASON_SUFFIX>: why <file> was refused
+
+# --- inside aggregator/ (private to the lease holder; mirrored in the tree) ---
+LEASE_FILE = "lease.json"            # who is the aggregator; heartbeat + expiry
+LEDGER_FILE = "ledger.jsonl"         # the write-ahead log: one committed transaction per line
+CHECKPOINTS_DIR = "state"            # state/checkpoint-<gen>.nsc, state/cumulative-<gen>.nsc
+PERIOD_SUMS_DIR = "periods"          # periods/period-<ID>-g<gen>.nsc: sums of final periods
+AGGREGATOR_STATUS_FILE = "status.json"
+STATE_SUFFIX = ".nsc"
+CHECKPOINT_PREFIX = "checkpoint"
+CUMULATIVE_PREFIX = "cumulative"
+
+# --- inside reports/ ---
+CUMULATIVE_REPORT = "cumulative.json"
+LATEST_REPORT = "latest.json"
+PERIOD_REPORTS_DIR = "periods"       # periods/<ID>.json, periods/<ID>.v<N>.json
+HISTORY_DIR = "history"              # history/<ID>.v<N>.parquet
 
 # --- grammar (mirrored in shared_fs_layout.md, section "Names") ---
 GRAMMAR = {
@@ -41,6 +58,21 @@ WINDOW_NAME = re.compile(
 )
 NODE_NAME = re.compile(rf"^{GRAMMAR['node']}\Z", re.ASCII)
 PERIOD_ID = re.compile(rf"^{GRAMMAR['stamp']}\Z", re.ASCII)
+
+
+def checkpoint_file(gen: int, prefix: str = CHECKPOINT_PREFIX) -> str:
+    """``checkpoint-<gen>.nsc`` (or ``cumulative-<gen>.nsc``): generation padded to 10 digits."""
+    return f"{prefix}-{gen:010d}{STATE_SUFFIX}"
+
+
+def checkpoint_file_gen(name: str | None) -> int:
+    """The generation in a ``checkpoint_file`` name (0 for none)."""
+    return int(name[len(CHECKPOINT_PREFIX) + 1:-len(STATE_SUFFIX)]) if name else 0
+
+
+def period_sum_file(period_id: str, gen: int) -> str:
+    """``period-<ID>-g<gen>.nsc``: a final period's sum as of generation ``gen``."""
+    return f"period-{period_id}-g{gen:010d}{STATE_SUFFIX}"
 
 
 def check_node(node: str) -> str:
@@ -126,8 +158,35 @@ class Layout:
     def aggregator(self) -> Path:
         return self.root / AGGREGATOR_DIR
 
+    def lease(self) -> Path:
+        return self.root / AGGREGATOR_DIR / LEASE_FILE
+
+    def ledger(self) -> Path:
+        return self.root / AGGREGATOR_DIR / LEDGER_FILE
+
+    def checkpoints(self) -> Path:
+        return self.root / AGGREGATOR_DIR / CHECKPOINTS_DIR
+
+    def period_sums(self) -> Path:
+        return self.root / AGGREGATOR_DIR / PERIOD_SUMS_DIR
+
+    def aggregator_status(self) -> Path:
+        return self.root / AGGREGATOR_DIR / AGGREGATOR_STATUS_FILE
+
     def reports(self) -> Path:
         return self.root / REPORTS_DIR
+
+    def cumulative_report(self) -> Path:
+        return self.root / REPORTS_DIR / CUMULATIVE_REPORT
+
+    def latest_report(self) -> Path:
+        return self.root / REPORTS_DIR / LATEST_REPORT
+
+    def period_reports(self) -> Path:
+        return self.root / REPORTS_DIR / PERIOD_REPORTS_DIR
+
+    def history(self) -> Path:
+        return self.root / REPORTS_DIR / HISTORY_DIR
 
     def quarantine(self, node: str | None = None) -> Path:
         q = self.root / QUARANTINE_DIR
