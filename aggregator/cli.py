@@ -12,7 +12,8 @@ from netsense.errors import NetsenseError
 from netsense.layout import check_node
 from netsense.winfile import load_secret
 
-from .daemon import AggregatorConfig, run_aggregator
+from .config import AggregatorConfig
+from .loop import drain_aggregator, run_aggregator
 from .reports import format_table
 from .retention import RetentionPolicy
 from .status import format_status, gather_status, load_report
@@ -86,14 +87,14 @@ def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, b
     setup_logging(verbose, quiet)
     stop = stop_on_signals("finishing the transaction")
     try:
-        cfg = AggregatorConfig(shared, once, observer, period_seconds, grace_periods, rescan_seconds, batch_files,
+        cfg = AggregatorConfig(shared, observer, period_seconds, grace_periods, rescan_seconds, batch_files,
                                top_n, max_file_bytes, secret=load_secret(secret) if secret else None,
                                retention=RetentionPolicy(None if retain_days is None else retain_days * 86400,
                                                          None if retain_gb is None else int(retain_gb * 2**30)),
                                threads=threads, checkpoint_seconds=checkpoint_seconds,
                                checkpoint_windows=checkpoint_windows, report_seconds=report_seconds, parent=parent,
                                parent_node=check_node(parent_node or default_parent_node()))
-        run_aggregator(cfg, stop)
+        (drain_aggregator if once else run_aggregator)(cfg, stop)
     except NetsenseError as e:
         raise click.ClickException(str(e)) from None
 

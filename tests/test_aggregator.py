@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 
 import numpy as np
 import pytest
@@ -11,7 +10,9 @@ import pytest
 from conftest import read_json
 from reference import nine, synthetic_packets
 
-from netsense.aggregator.daemon import Aggregator, AggregatorConfig
+from netsense.aggregator.config import AggregatorConfig
+from netsense.aggregator.daemon import Aggregator
+from netsense.aggregator.loop import drain_aggregator
 from netsense.errors import AggregatorBusy
 from netsense.collector.run import CollectorConfig, run_collector
 
@@ -23,8 +24,8 @@ def collect(shared, node, spec, **kw):
 
 
 def drain(shared, **kw):
-    cfg = AggregatorConfig(shared, once=True, period_seconds=kw.pop("period_seconds", 2), **kw)
-    return Aggregator(cfg).run(threading.Event())
+    cfg = AggregatorConfig(shared, period_seconds=kw.pop("period_seconds", 2), **kw)
+    return drain_aggregator(cfg)
 
 
 def test_small_batches_with_rebasing_and_restarts_equal_the_reference(shared):
@@ -33,7 +34,7 @@ def test_small_batches_with_rebasing_and_restarts_equal_the_reference(shared):
     # Every checkpoint rebases the cumulative sum (threshold 1 link); restart the aggregator
     # several times part-way through, each restart replaying what the last checkpoint lacks.
     for _ in range(3):
-        agg = Aggregator(AggregatorConfig(shared, once=True, period_seconds=2, batch_files=2, rebase_min_links=1))
+        agg = Aggregator(AggregatorConfig(shared, period_seconds=2, batch_files=2, rebase_min_links=1))
         agg.recover()
         assert agg.step() == 2
     drain(shared, batch_files=3, rebase_min_links=1)
@@ -61,7 +62,7 @@ def test_lz4_and_zstd_collectors_feed_one_aggregator(shared):
 
 def wal_aggregator(shared, **kw):
     """An aggregator that never checkpoints on its own: commits are ledger lines only."""
-    cfg = AggregatorConfig(shared, once=True, period_seconds=kw.pop("period_seconds", 3600), batch_files=2,
+    cfg = AggregatorConfig(shared, period_seconds=kw.pop("period_seconds", 3600), batch_files=2,
                            checkpoint_seconds=1e9, checkpoint_windows=10**9, **kw)
     agg = Aggregator(cfg)
     agg.recover()
@@ -135,7 +136,7 @@ def test_background_checkpoints_become_the_recovery_point(shared):
 
     spec = "seed=9,packets=40000,rate=20000,hosts=800"
     collect(shared, "a", "synthetic:" + spec)
-    agg = Aggregator(AggregatorConfig(shared, once=True, period_seconds=3600, batch_files=2, checkpoint_windows=1,
+    agg = Aggregator(AggregatorConfig(shared, period_seconds=3600, batch_files=2, checkpoint_windows=1,
                                       rebase_min_links=1))
     agg.recover()
     steps = 0

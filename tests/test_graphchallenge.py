@@ -459,17 +459,18 @@ def test_export_refuses_counts_beyond_uint32():
 
 # --- with the aggregator -------------------------------------------------------------------
 def test_the_aggregator_consumes_imported_windows_once(tmp_path, traffic):
-    from netsense.aggregator.daemon import AggregatorConfig, run_aggregator
+    from netsense.aggregator.config import AggregatorConfig
+    from netsense.aggregator.loop import drain_aggregator
     from reference import nine
 
     pk, members = traffic
     tar = pcap2grb_tar(tmp_path / "in.tar", members)
     shared = tmp_path / "shared"
     gc.import_tar(tar, shared, NODE, start=1_704_067_200, window_seconds=60)
-    cfg = AggregatorConfig(shared, once=True, period_seconds=60)
-    run_aggregator(cfg)
+    cfg = AggregatorConfig(shared, period_seconds=60)
+    drain_aggregator(cfg)
     gc.import_tar(tar, shared, NODE, start=1_704_067_200, window_seconds=60)  # consumed: lands nothing
-    run_aggregator(cfg)
+    drain_aggregator(cfg)
     doc = winfile_json(shared / "reports" / "cumulative.json")
     src = np.concatenate([s for s, _ in pk])
     dst = np.concatenate([d for _, d in pk])

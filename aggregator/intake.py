@@ -1,0 +1,140 @@
+"""Intake: turn the landed files of one scan into a batch of checked windows.
+
+Every file in a landing folder is hostile until checked.  A file is either
+taken into the batch (a valid, new window), dropped or archived (a duplicate
+of a window already consumed: the CRDT's idempotence), left for the next scan
+(unreadable right now), or moved to ``quarantine/`` with a reason file: the
+daemon logs, counts and quarantines a bad file and never dies on one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netsense import landing, winfile
+from netsense.errors import BadWindowFile
+from netsense.faults import failpoint
+from netsense.layout import REASON_SUFFIX, Layout, iso
+
+from .config import AggregatorConfig
+from .ledger import Ledger
+from .state import State
+from .sums import Sums
+
+log = logging.getLogger("netsense.aggregator")
+
+
+@dataclass
+class Batch:
+    items: list = field(default_factory=list)       # (header, Sums, file name) to sum
+    consumed: list = field(default_factory=list)    # (identity, sha prefix, file name) for the ledger line
+    ids: dict = field(default_factory=dict)         # identity -> sha prefix, within this batch
+    to_archive: list = field(default_factory=list)  # (path, node) to move once committed
+
+
+class Intake:
+    def __init__(self, layout: Layout, cfg: AggregatorConfig, counters: dict):
+        self.layout = layout
+        self.cfg = cfg
+        self.counters = counters
+
+    def quarantine(self, path: Path, node_dir: str, reason: str, detail: str = "") -> None:
+        """Move a refused file to quarantine/<node>/, its reason file written first.
+
+        Reason before rename: a crash in between leaves an orphan reason file
+        (reused by the next attempt), never a quarantined file without a reason.
+        """
+        qdir = self.layout.quarantine(node_dir)
+        qdir.mkdir(parents=True, exist_ok=True)
+        target = qdir / path.name
+        n = 1
+        while target.exists():
+            target = qdir / f"{path.name}.{n}"
+            n += 1
+        info = {"file": path.name, "node_folder": node_dir, "reason": reason, "detail": detail,
+                "quarantined_at": iso(time.time())}
+        landing.write_text(target.with_name(target.name + REASON_SUFFIX), json.dumps(info, indent=1) + "\n")
+        try:
+            os.rename(path, target)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            log.error("cannot quarantine %s: %s", path, e)
+            return
+        self.counters["quarantined"] += 1
+        self.counters[f"quarantined:{reason}"] = self.counters.get(f"quarantined:{reason}", 0) + 1
+        log.warning("quarantined %s: %s %s", path.name, reason, detail)
+
+    def archive(self, path: Path, node: str) -> None:
+        adir = self.layout.archive(node)
+        adir.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(path, adir / path.name)
+        except OSError as e:
+            log.warning("cannot archive %s (%s); it will be recognised as consumed on the next scan", path, e)
+
+    def gather(self, cands, ledger: Ledger, state: State) -> Batch:
+        """Check scanned candidates in order until ``batch_files`` windows are taken."""
+        b = Batch()
+        for c in cands:
+            if len(b.consumed) >= self.cfg.batch_files:
+                break
+            if c.name is None:
+                self.quarantine(c.path, c.node_dir, "bad_name", "not a window file name")
+                continue
+            if c.name.node != c.node_dir:
+                self.quarantine(c.path, c.node_dir, "wrong_folder", f"node {c.name.node} in nodes/{c.node_dir}")
+                continue
+            try:
+                if not c.path.is_file() or c.path.is_symlink():
+                    raise BadWindowFile("not_regular_file", "symlinks and special files are never read")
+                size = c.path.stat().st_size
+                if size > self.cfg.max_file_bytes:
+                    raise BadWindowFile("too_large", f"{size} bytes > --max-file-bytes {self.cfg.max_file_bytes}")
+                parsed = winfile.read(c.path, self.cfg.max_file_bytes)
+                failpoint("agg.read")
+                if self.cfg.secret is not None:
+                    winfile.verify_hmac(parsed, self.cfg.secret)
+                sha = parsed.header["payload"]["sha256"][:16]
+                ident = c.name.identity
+                seen = ledger.consumed.get(ident) or b.ids.get(ident)
+                if seen is not None:
+                    self._seen_before(c, ident, sha, seen, ledger)
+                    continue
+                a = winfile.check_window(parsed, c.name)
+                anon = parsed.header["anonymization"]
+                if (state.nodes or b.items) and anon != state.anonymization:
+                    raise BadWindowFile("anonymization_mismatch",
+                                        f"window key {anon}, this directory's reports use {state.anonymization}")
+                state.anonymization = anon
+            except FileNotFoundError:
+                continue  # moved away between scan and read (another tool); the rescan decides
+            except BadWindowFile as e:
+                self.quarantine(c.path, c.node_dir, e.reason, e.detail)
+                continue
+            except OSError as e:
+                log.warning("cannot read %s now (%s); will retry", c.path, e)
+                continue
+            b.items.append((parsed.header, Sums.take(a), c.path.name))
+            b.ids[ident] = sha
+            b.consumed.append((ident, sha, c.path.name))
+            b.to_archive.append((c.path, c.name.node))
+        return b
+
+    def _seen_before(self, c, ident: str, sha: str, seen: str, ledger: Ledger) -> None:
+        """A window identity already consumed: the same content is a duplicate, other content a conflict."""
+        if seen == sha:
+            self.counters["duplicates"] += 1
+            if ident in ledger.unsnapshotted:  # recovery may need to read it: keep a copy
+                log.info("archiving %s: window %s was already consumed", c.path.name, ident)
+                self.archive(c.path, c.name.node)
+            else:
+                log.info("dropping %s: window %s was already consumed", c.path.name, ident)
+                c.path.unlink()
+        else:
+            self.counters["conflicts"] += 1
+            self.quarantine(c.path, c.node_dir, "conflict", f"window {ident} was consumed with different content")

@@ -1,0 +1,216 @@
+"""The loops that drive the transaction engine: a daemon that watches, or a one-shot drain.
+
+Library API: ``run_aggregator(cfg, stop) -> dict`` runs the daemon until
+``stop`` is set; ``drain_aggregator(cfg, stop=None) -> dict`` consumes what is
+landed, reports, and returns.  Both return the final counters.  They share the
+start-up, the storage-error handling (roll back to the committed generation
+and retry with backoff), the housekeeping and the clean stop; they differ only
+in the hooks below, so neither carries a flag that changes what the other does.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from netsense.errors import LandingError
+
+from .config import AggregatorConfig
+from .daemon import Aggregator
+from .retention import enforce
+from .sums import warm_up
+from .watch import Wakeup, choose_observer
+
+log = logging.getLogger("netsense.aggregator")
+
+
+class _Loop:
+    def __init__(self, cfg: AggregatorConfig, stop: threading.Event):
+        self.cfg = cfg
+        self.stop = stop
+        self.agg = Aggregator(cfg)
+        self._last_housekeeping = 0.0
+        self._last_retention = 0.0
+
+    # -- the hooks -----------------------------------------------------------------
+    def start_watching(self) -> None:
+        pass
+
+    def stop_watching(self) -> None:
+        pass
+
+    def retention_due(self) -> bool:
+        raise NotImplementedError
+
+    def more_waiting(self, n: int) -> bool:
+        """Go straight on to the next transaction after one that consumed ``n`` files."""
+        raise NotImplementedError
+
+    def idle(self, n: int) -> bool:
+        """After a transaction that drained what was waiting: wait for more, or return True to finish."""
+        raise NotImplementedError
+
+    def upstream_state(self) -> str:
+        return "stopped"
+
+    # -- the shared loop --------------------------------------------------------------
+    def run(self) -> dict:
+        import graphblas as gb
+
+        agg, cfg, stop = self.agg, self.cfg, self.stop
+        gb.ss.config["nthreads"] = cfg.threads
+        warm_up()
+        agg.layout.ensure(agg.layout.aggregator())
+        agg.lease.acquire()
+        try:
+            agg.recover()
+            self.start_watching()
+            backoff = 0.5
+            while not stop.is_set():
+                self.wake.clear()
+                try:
+                    n = agg.step()
+                except (LandingError, OSError) as e:
+                    # Shared storage refused a write (full, read-only, EIO). The in-memory state may
+                    # be ahead of what is committed: roll back to the last committed generation and
+                    # retry later; the batch's files are still in the landing folders.
+                    log.error("storage error (%s): rolling back to generation %d, retrying in %.1fs", e,
+                              agg.ledger.generation, backoff)
+                    agg.run_counters["storage_errors"] = agg.run_counters.get("storage_errors", 0) + 1
+                    if stop.wait(backoff):
+                        break
+                    backoff = min(backoff * 2, 30.0)
+                    try:
+                        agg.recover()
+                    except (LandingError, OSError) as e2:
+                        log.error("still cannot recover (%s)", e2)
+                    continue
+                backoff = 0.5
+                self.housekeeping(n)
+                if self.more_waiting(n):
+                    continue  # drain before sleeping
+                if not n:  # idle (or done): bring throttled reports up to date
+                    agg.publish(force=agg.publisher.behind(agg.state))
+                if not n and agg.checkpoints.idle_due(agg.ledger):
+                    agg.commit([], [], checkpoint=True)  # idle: bound the replay of a later restart
+                if self.idle(n):
+                    break
+            if agg.ledger.replay:  # a clean stop leaves a checkpoint: the next start replays nothing
+                try:
+                    agg.commit([], [], checkpoint=True)
+                    agg.write_status()
+                except (LandingError, OSError) as e:
+                    log.warning("no checkpoint at exit (%s): the next start replays the ledger", e)
+        finally:
+            if agg.checkpoints.thread is not None:
+                agg.checkpoints.thread.join()
+            self.stop_watching()
+            if agg.upstream and hasattr(agg, "state"):
+                agg.upstream.write_status(agg.state, self.upstream_state(), force=True)
+            agg.lease.release()
+        c = {**agg.state.counters, **agg.run_counters, "generation": agg.ledger.generation}
+        log.info("aggregator stopping: %s", c)
+        return c
+
+    def housekeeping(self, n: int) -> None:
+        agg = self.agg
+        now = time.monotonic()
+        if not n or now - self._last_housekeeping >= 1.0:
+            # Heartbeat and allocator trim (each several ms) once a second while busy,
+            # not once per transaction.
+            self._last_housekeeping = now
+            release_free_memory()
+            agg.write_status()
+        agg.lease.renew()
+        if agg.upstream:
+            agg.upstream.push(agg.state)  # retries what a failing parent refused
+            agg.upstream.write_status(agg.state)
+        if self.cfg.retention.active and self.retention_due():
+            self._last_retention = time.time()
+            deleted, freed = enforce(agg.layout.root / "archive", self.cfg.retention,
+                                     keep=set(agg.ledger.unsnapshotted.values()))
+            agg.state.count("archive_files_deleted", deleted)
+
+
+class Service(_Loop):
+    """The daemon: wake on file-system events, rescan as the source of truth, run until stopped."""
+
+    def __init__(self, cfg: AggregatorConfig, stop: threading.Event):
+        super().__init__(cfg, stop)
+        self.wake = threading.Event()
+        self.watcher = None
+
+    def start_watching(self) -> None:
+        nodes = self.agg.layout.nodes()
+        kind = choose_observer(self.cfg.observer, nodes)
+        self.watcher = Wakeup(nodes, kind, self.wake)
+        self.watcher.start()
+        log.info("watching %s with the %s observer, rescanning every %.1fs", nodes, kind, self.cfg.rescan_seconds)
+
+    def stop_watching(self) -> None:
+        if self.watcher:
+            self.watcher.stop()
+
+    def retention_due(self) -> bool:
+        return time.time() - self._last_retention > self.cfg.retention_interval
+
+    def more_waiting(self, n: int) -> bool:
+        return n >= self.cfg.batch_files
+
+    def idle(self, n: int) -> bool:
+        if not n:
+            self.wake.wait(self.cfg.rescan_seconds)
+            self.stop.wait(self.cfg.commit_interval)
+        else:
+            # Let landings coalesce: every transaction has a fixed cost (checkpoint of the
+            # open periods, fsyncs, reports), so under a steady stream fewer, larger batches
+            # win; a transaction that took longer than the interval already gathered enough.
+            self.stop.wait(max(0.0, self.cfg.commit_interval - (time.perf_counter() - self.agg._step_started)))
+        return False
+
+
+class Drain(_Loop):
+    """``--once``: consume everything landed, bring every report up to date, and return."""
+
+    def __init__(self, cfg: AggregatorConfig, stop: threading.Event):
+        super().__init__(cfg, stop)
+        self.wake = threading.Event()  # never set: nothing watches
+
+    def retention_due(self) -> bool:
+        return True
+
+    def more_waiting(self, n: int) -> bool:
+        return n > 0
+
+    def idle(self, n: int) -> bool:
+        return True
+
+    def upstream_state(self) -> str:
+        st = self.agg.state
+        done = not st.upstream_pending and all(p.final for p in st.periods.values())
+        return "finished" if done else "stopped"
+
+
+def release_free_memory() -> None:
+    """Give freed GraphBLAS buffers back to the OS after each batch.
+
+    glibc keeps freed blocks of the many ~MB matrices of a batch in its arenas,
+    so RSS would sit at the high-water mark of the largest batch ever seen;
+    malloc_trim returns them (about half of RSS in the memory benchmark).
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to do
+
+
+def run_aggregator(cfg: AggregatorConfig, stop: threading.Event | None = None) -> dict:
+    """The daemon, until ``stop`` is set (SIGTERM/SIGINT in the CLI)."""
+    return Service(cfg, stop or threading.Event()).run()
+
+
+def drain_aggregator(cfg: AggregatorConfig, stop: threading.Event | None = None) -> dict:
+    """Consume what is landed now, report, and return (``run --once``)."""
+    return Drain(cfg, stop or threading.Event()).run()
