@@ -12,8 +12,9 @@ skipping that many records.
 Kinds and where they live:
 
 * ``pcap:`` files, directories and globs are replayed here with
-  ``collector.pcap``; ``pcap:-`` (stdin), FIFOs and ``?follow=1`` are live and
-  live in ``collector.livecap``, as does ``iface:`` (AF_PACKET capture).
+  ``collector.pcap``; ``pcap:-`` (stdin) and FIFOs are live and live in
+  ``collector.stream``, ``?follow=1`` in ``collector.follow``, and ``iface:``
+  (AF_PACKET capture) in ``collector.iface``.
 * ``csv:`` and ``parquet:`` are in ``collector.tabular``, ``access-log:`` in
   ``collector.accesslog``, ``synthetic:`` in ``collector.synthetic``.
 """
@@ -34,6 +35,7 @@ from typing import Callable, Iterator
 from netsense.addresses import str_to_ip
 from netsense.errors import ConfigError, SourceError
 
+from .capture_files import CAPTURE_MAGICS, natural_key
 from .records import Records
 
 log = logging.getLogger("netsense.collector.sources")
@@ -142,12 +144,6 @@ def float_option(spec: str, opts: dict, key: str, default: float, minimum: float
     return x
 
 
-def natural_key(name: str) -> tuple:
-    """Name order with digit runs compared as numbers: cap, cap1, cap2, ..., cap10 (tcpdump -C)."""
-    parts = re.split(r"(\d+)", name)
-    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), name
-
-
 def _listable(name: str) -> bool:
     """Directory members considered: no hidden files, temp files or _SUCCESS/_metadata markers."""
     return not name.startswith((".", "_"))
@@ -199,13 +195,6 @@ def restamp(batches: Iterator[Records]) -> Iterator[Records]:
 
 # --------------------------------------------------------------------------- pcap
 
-# Magic numbers of classic pcap (both byte orders, us/ns, Kuznetzov) and pcapng.
-CAPTURE_MAGICS = frozenset({
-    b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d",
-    b"\x34\xcd\xb2\xa1", b"\xa1\xb2\xcd\x34", b"\x0a\x0d\x0d\x0a"})
-COMPRESSED_MAGICS = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd")
-
-
 def looks_like_capture(path: Path) -> bool:
     """Whether a file starts with a capture magic (looking inside .gz/.zst)."""
     from .pcap import open_capture
@@ -226,26 +215,26 @@ def _open_pcap(spec: str, arg: str, node: str, windowing: tuple) -> Source:
     if path_arg == "-":
         if follow:
             raise ConfigError(f"source {spec!r}: follow=1 needs a directory, not stdin")
-        from . import livecap
+        from . import stream
 
-        livecap.check_stdin(spec)
-        return Source(spec, _live_run(), True, lambda stop: livecap.stream_batches(spec, None, stop))
+        stream.check_stdin(spec)
+        return Source(spec, _live_run(), True, lambda stop: stream.stream_batches(spec, None, stop))
     if follow:
-        from . import livecap
+        from .follow import DEFAULT_SETTLE, follow_batches, follow_target
 
-        directory, pattern = livecap.follow_target(spec, path_arg)
-        settle = float_option(spec, opts, "settle", livecap.DEFAULT_SETTLE)
+        directory, pattern = follow_target(spec, path_arg)
+        settle = float_option(spec, opts, "settle", DEFAULT_SETTLE)
         return Source(spec, _live_run(), True,
-                      lambda stop: livecap.follow_batches(spec, directory, pattern, settle, stop))
+                      lambda stop: follow_batches(spec, directory, pattern, settle, stop))
     p = Path(path_arg).expanduser()
     try:
         mode = p.stat().st_mode
     except OSError:
         mode = 0
     if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):  # a named pipe (or /dev/stdin): a live stream
-        from . import livecap
+        from . import stream
 
-        return Source(spec, _live_run(), True, lambda stop: livecap.stream_batches(spec, p, stop))
+        return Source(spec, _live_run(), True, lambda stop: stream.stream_batches(spec, p, stop))
     files, single = expand_paths(spec, "pcap", path_arg)
     if not single:
         kept = [f for f in files if looks_like_capture(f)]
@@ -280,12 +269,12 @@ def _replay_captures(spec: str, files: list[Path], stop) -> Iterator[Records]:
 # --------------------------------------------------------------------------- the others
 
 def _open_iface(spec: str, arg: str) -> Source:
-    from . import livecap
+    from .iface import check_iface, iface_batches
 
     name, opts = split_options(arg)
     check_options(spec, opts, ())
-    livecap.check_iface(spec, name)
-    return Source(spec, _live_run(), True, lambda stop: livecap.iface_batches(spec, name, stop))
+    check_iface(spec, name)
+    return Source(spec, _live_run(), True, lambda stop: iface_batches(spec, name, stop))
 
 
 def _open_tabular(spec: str, kind: str, arg: str, node: str, windowing: tuple) -> Source:

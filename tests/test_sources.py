@@ -22,7 +22,7 @@ import pcapgen as g  # noqa: E402
 from conftest import read_json, wait_for  # noqa: E402
 
 from netsense import winfile  # noqa: E402
-from netsense.collector import livecap, sources, tabular  # noqa: E402
+from netsense.collector import iface, sources, stream, tabular  # noqa: E402
 from netsense.errors import ConfigError, SourceError  # noqa: E402
 from netsense.collector.pcap import read_capture  # noqa: E402
 from netsense.addresses import str_to_ip  # noqa: E402
@@ -286,38 +286,38 @@ def test_framer_cuts_any_byte_stream_into_the_same_records(kind):
     assert len(want) == n
     rnd = random.Random(7)
     for trial in range(20):
-        fr, got, i = livecap.Framer(), [], 0
+        fr, got, i = stream.Framer(), [], 0
         while i < len(data):
             step = rnd.choice([1, 2, 3, 7, 16, 100, 1000])
             fr.feed(data[i:i + step])
             i += step
             chunk = fr.take()
             if chunk:
-                got += rows(livecap._parse("t", chunk))
+                got += rows(stream._parse("t", chunk))
         tail = fr.take(final=True)
-        assert tail is None or not rows(livecap._parse("t", tail))
+        assert tail is None or not rows(stream._parse("t", tail))
         assert got == want
 
 
 def test_framer_reports_a_cut_stream_and_stops_at_a_malformed_record():
     data = capture(5)
-    fr = livecap.Framer()
+    fr = stream.Framer()
     fr.feed(data[:-4])
-    got = livecap._parse("t", fr.take())
-    tail = livecap._parse("t", fr.take(final=True))
+    got = stream._parse("t", fr.take())
+    tail = stream._parse("t", fr.take(final=True))
     assert sum(map(len, got)) == 4 and tail[-1].extra_skipped == {"truncated_record": 1}
     bad = bytearray(capture(5))
     third = 24 + 2 * (16 + len(frames(1)[0][1]))
     bad[third + 8:third + 12] = (1 << 30).to_bytes(4, "little")  # the 3rd record's caplen: impossible
-    fr = livecap.Framer()
+    fr = stream.Framer()
     fr.feed(bytes(bad))
-    out = livecap._parse("t", fr.take())
+    out = stream._parse("t", fr.take())
     assert fr.broken and sum(map(len, out)) == 2 and out[-1].extra_skipped == {"malformed_record": 1}
     assert fr.take(final=True) is None
-    fr = livecap.Framer()
+    fr = stream.Framer()
     fr.feed(b"hello, this is not a capture")
     with pytest.raises(SourceError, match="not a pcap"):
-        livecap._parse("t", fr.take())
+        stream._parse("t", fr.take())
 
 
 def test_stdin_source_is_live_and_lands_everything_through_the_collector(tmp_path):
@@ -472,7 +472,7 @@ def test_iface_cooked_mode_and_any(name, cooked):
     deadline = time.monotonic() + 3
     a, b = str_to_ip("127.0.0.5"), str_to_ip("127.0.0.6")
     seen = 0
-    for batch in livecap.iface_batches("iface:" + name, name, lambda: time.monotonic() > deadline, cooked=cooked):
+    for batch in iface.iface_batches("iface:" + name, name, lambda: time.monotonic() > deadline, cooked=cooked):
         stamps.append(time.monotonic())
         got.append(batch)
         if len(got) == 1:  # bound and capturing: send
