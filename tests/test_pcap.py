@@ -643,7 +643,7 @@ def test_tshark_oracle(corpus, limit):
 if __name__ == "__main__":  # throughput on synthetic 2M-packet captures (Ethernet/IPv4, 76-byte records)
     import time
 
-    from netsense.collector.pcap import _scan_pcap
+    from netsense.collector.pcap_kernels import _scan_pcap
 
     n = 2_000_000
     buf = np.frombuffer(g.bulk_pcap(n), np.uint8).copy()
