@@ -1,4 +1,4 @@
-"""collector.anonymize: cryptopANT-compatible prefix-preserving IPv4 anonymization.
+"""collector.anonymize and its parts: cryptopANT-compatible prefix-preserving IPv4 anonymization.
 
 Where the known-answer vectors come from:
 
@@ -26,8 +26,11 @@ import threading
 import numpy as np
 import pytest
 
-from netsense.collector import anonymize as A
-from netsense.collector.anonymize import Anonymizer, KeyFileError, parse_keyfile, scramble_ip4_literal
+from netsense.collector import cipher_aes, cipher_blowfish, scramble
+from netsense.collector.anonymize import Anonymizer
+from netsense.collector.cryptopant_keys import (KeyFileError, KeyState, format_keyfile, generate_keystate,
+                                                parse_keyfile)
+from netsense.collector.scramble import scramble_ip4_literal
 
 # cryptopANT's public test keys (test/keyfile.*): published with its source, not secrets.
 KEYFILES = {
@@ -106,7 +109,7 @@ C_VECTORS = {
 239.255.167.244 240.0.0.1 255.255.255.255""",
 }
 
-AESNI = A._aesni_ok()
+AESNI = cipher_aes.aesni_ok()
 PATHS = [pytest.param(False, id="tables"),
          pytest.param(True, id="aesni", marks=pytest.mark.skipif(not AESNI, reason="no AES-NI"))]
 
@@ -151,9 +154,9 @@ FIPS197 = [  # (key, plaintext, ciphertext): FIPS-197 appendix C.1-C.3 and appen
 
 @pytest.mark.parametrize("key,pt,ct", FIPS197)
 def test_aes_fips197(key, pt, ct):
-    assert A.aes_encrypt_block(bytes.fromhex(key), bytes.fromhex(pt)).hex() == ct
+    assert cipher_aes.aes_encrypt_block(bytes.fromhex(key), bytes.fromhex(pt)).hex() == ct
     if AESNI:
-        assert A.aesni_encrypt_block(bytes.fromhex(key), bytes.fromhex(pt)).hex() == ct
+        assert cipher_aes.aesni_encrypt_block(bytes.fromhex(key), bytes.fromhex(pt)).hex() == ct
 
 
 def test_aes_paths_agree_on_random_blocks():
@@ -163,7 +166,7 @@ def test_aes_paths_agree_on_random_blocks():
     for n in (16, 24, 32):
         for _ in range(50):
             key, pt = rng.bytes(n), rng.bytes(16)
-            assert A.aes_encrypt_block(key, pt) == A.aesni_encrypt_block(key, pt)
+            assert cipher_aes.aes_encrypt_block(key, pt) == cipher_aes.aesni_encrypt_block(key, pt)
 
 
 BLOWFISH = [  # (key, plaintext, ciphertext): Eric Young's Blowfish test vectors
@@ -182,11 +185,11 @@ BLOWFISH = [  # (key, plaintext, ciphertext): Eric Young's Blowfish test vectors
 
 @pytest.mark.parametrize("key,pt,ct", BLOWFISH)
 def test_blowfish_vectors(key, pt, ct):
-    assert A.blowfish_encrypt_block(bytes.fromhex(key), bytes.fromhex(pt)).hex() == ct
+    assert cipher_blowfish.blowfish_encrypt_block(bytes.fromhex(key), bytes.fromhex(pt)).hex() == ct
 
 
 def test_blowfish_init_is_pi():
-    w = A._blowfish_init()
+    w = cipher_blowfish._blowfish_init()
     assert [hex(int(v)) for v in (w[0], w[1], w[17], w[18], w[-1])] == \
         ["0x243f6a88", "0x85a308d3", "0x8979fb1b", "0xd1310ba6", "0x3ac372e6"]
 
@@ -233,7 +236,7 @@ def test_other_key_sizes_and_short_pad_match_literal():
     rng = np.random.default_rng(2)
     x = rng.integers(0, 2 ** 32, 40, dtype=np.uint64).astype(np.uint32)
     for c4, klen, plen in [(3, 24, 32), (3, 32, 32), (3, 16, 6), (2, 7, 32), (2, 32, 3)]:
-        state = A.KeyState(c4, c4, key=rng.bytes(klen), pad=rng.bytes(plen))
+        state = KeyState(c4, c4, key=rng.bytes(klen), pad=rng.bytes(plen))
         want = [scramble_ip4_literal(state, int(v), 16) for v in x]
         for aesni in ([False, True] if AESNI and c4 == 3 else [None]):
             assert Anonymizer(state, 16, aesni=aesni).anonymize(x).tolist() == want
@@ -259,7 +262,7 @@ def test_prefix_preservation(tmp_path, pass_bits, aesni):
     top = np.uint32((0xFFFFFFFF << (32 - pass_bits)) & 0xFFFFFFFF) if pass_bits else np.uint32(0)
     assert ((ea & top) == (a & top)).all()
     # cryptopANT also keeps the classful prefix (1, 2, 3, 4 bits for classes A-D)
-    cls = A._CLASS_BITS[a >> 28]
+    cls = scramble._CLASS_BITS[a >> 28]
     keep = ((np.uint64(0xFFFFFFFF) << (32 - cls).astype(np.uint64)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     assert ((ea & keep) == (a & keep)).all()
     # and changes something below the passed bits for nearly every address
@@ -357,7 +360,7 @@ def test_keyfile_created_0600_and_reread_identically(tmp_path):
     rng = np.random.default_rng(9)
     a = rng.integers(0, 2 ** 32, 10_000, dtype=np.uint64).astype(np.uint32)
     assert again.anonymize(a).tolist() == an.anonymize(a).tolist()
-    assert A.format_keyfile(parse_keyfile(text.encode())).decode() == text
+    assert format_keyfile(parse_keyfile(text.encode())).decode() == text
 
 
 def test_keyfile_mode_ignores_umask(tmp_path):
@@ -421,7 +424,7 @@ def test_fingerprint_identifies_mapping_not_key(tmp_path):
     assert anon(tmp_path, "aes", pass_bits=16).fingerprint == an.fingerprint
     assert anon(tmp_path, "aes", pass_bits=8).fingerprint != an.fingerprint
     assert anon(tmp_path, "blowfish").fingerprint.startswith("cryptopant-blowfish:")
-    other = Anonymizer(A.generate_keystate("aes"), pass_bits=16)
+    other = Anonymizer(generate_keystate("aes"), pass_bits=16)
     assert other.fingerprint != an.fingerprint
 
 
