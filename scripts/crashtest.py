@@ -23,7 +23,7 @@ Work is split into *rounds*; each round is a fresh shared directory with real pr
 
 When a round's kill points are used up and its collectors have finished, the daemon is
 stopped, ``aggregator run --once`` drains, and the shared directory is checked against an
-independent computation (``tests/reference.py``: numpy/scipy; tshark for real captures):
+independent computation (``scripts/oracle.py``: numpy/scipy; tshark for real captures):
 cumulative analytics and per-node packets, every period report and the Parquet history,
 the ledger (each window identity exactly once, all of them), no temp files left in
 ``nodes/*/`` (nor anywhere else: every restarted writer cleans up after its crashed
@@ -38,7 +38,8 @@ small extra collector (a feeder) is started so the aggregator always has windows
 Every process's CPU time is accounted by role and printed.  Exit status 1 on any mismatch or
 error.
 
-The test suite runs a short version (``tests/test_crash.py``) through ``run_harness``.
+The test suite runs a short version (``tests/test_crash.py``) as a real process, with
+``--summary-json`` to check what fired.
 """
 from __future__ import annotations
 
@@ -59,21 +60,16 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from decimal import Decimal
+from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "tests"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # oracle.py, the sibling module
+
+from oracle import (PCAP_WINDOW, PERIOD_SECONDS, SYN_WINDOW, Expected, Traffic, read_json,  # noqa: E402
+                    synthetic_traffic, temp_files, tshark_traffic, verify)
 
 from netsense.faults import POINTS  # noqa: E402
-from reference import KEYS, nine  # noqa: E402  (independent numpy/scipy analytics)
-
-NS = 1_000_000_000
 REAL_PCAPS = ROOT.parent / "shared" / "pcaps" / "real"
 AGG_POINTS = tuple(p for p in POINTS if p.startswith("agg."))
 COL_POINTS = tuple(p for p in POINTS if p.startswith("col."))
@@ -81,106 +77,13 @@ COL_POINTS = tuple(p for p in POINTS if p.startswith("col."))
 FP_RANGE = {"agg.read": (1, 8), "agg.sum": (1, 8), "agg.checkpoint": (1, 3), "agg.ledger": (1, 3),
             "agg.reports": (1, 5), "agg.archive": (1, 8), "col.land.temp": (1, 10), "col.land.done": (1, 6)}
 AGG_ARGS = ["--rescan-seconds", "0.2", "--period-seconds", "2"]
-PERIOD_SECONDS = 2
-SYN_WINDOW = (4096, 1)     # --window-packets, --window-seconds of synthetic collectors
-PCAP_WINDOW = (256, 5)     # real captures are small: smaller windows, longer slots
-MAX_GAP_WINDOWS = 1440     # the collector's default --max-gap-windows
 STATUS_INTERVAL = "0.3"
 # Real captures (../shared/pcaps/real) of a few thousand packets spanning under two minutes,
 # several link types and pcapng; their totals come from tshark, not from netsense.
 PCAP_CANDIDATES = ("vnc.pcap", "opera-vpn.pcapng", "ethereum.pcap", "synscan.pcap", "forticlient.pcap",
                    "ocs.pcap", "KakaoTalk_chat.pcap", "log4j-webapp-exploit.pcap", "opc-ua.pcap", "nintendo.pcap",
                    "telegram.pcap", "openvpn_nohmac.pcapng", "fix2.pcap", "wa_voice.pcap")
-# Protocol names tshark shows for link-layer headers netsense walks through (tests/test_pcap.py):
-# the first other name in frame.protocols is the first network-layer protocol.
-LINK_LAYER = {"eth", "ethertype", "vlan", "ieee8021ad", "sll", "null", "loop", "ppp", "pppoes", "chdlc",
-              "raw", "mpls", "llc", "snap", "cfp", "ppi", "pcap_pktdata"}
-PERIOD_ID = re.compile(r"^\d{8}T\d{6}Z$")
-
-
-def stamp(seconds: int) -> str:
-    return datetime.fromtimestamp(int(seconds), tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-
-
-# ----------------------------------------------------------------------------- expected traffic
-
-
-@dataclass
-class Traffic:
-    """What one collector's input holds, computed without netsense: the counted packets,
-    the report period of each, and every period its windows (empty ones too) fall in."""
-
-    node: str
-    src: np.ndarray
-    dst: np.ndarray
-    period: np.ndarray
-    periods: set
-
-
-def _periods(ts_all: np.ndarray, counted: np.ndarray, window_seconds: int, period_seconds: int):
-    """Report period of each counted packet, and all periods the collector's windows cover.
-
-    Windows are cut on packet time, which never goes back (a late packet joins the open
-    window), so a packet's slot is the running maximum of slots; its window's period is the
-    period holding that slot's start.  Silent slots between two busy ones get empty windows
-    (gaps up to the collector's --max-gap-windows)."""
-    if len(ts_all) == 0:
-        return np.empty(0, np.int64), set()
-    slots = np.maximum.accumulate(ts_all // (window_seconds * NS))
-    starts = slots * window_seconds
-    per = starts - starts % period_seconds
-    busy = np.unique(slots)
-    filled = [busy[:1]]
-    for a, b in zip(busy[:-1], busy[1:]):
-        filled.append(np.arange(a + 1, b + 1) if b - a - 1 <= MAX_GAP_WINDOWS else np.array([b]))
-    all_slots = np.concatenate(filled) * window_seconds
-    return per[counted], set((all_slots - all_slots % period_seconds).tolist())
-
-
-def synthetic_traffic(node: str, spec: str, window_seconds: int = SYN_WINDOW[1],
-                      period_seconds: int = PERIOD_SECONDS) -> Traffic:
-    """Regenerate ``synthetic:SPEC`` (seeded) at full speed: ``pace`` only throttles it."""
-    from netsense.collector.synthetic import SyntheticSpec, generate
-
-    s = dataclasses.replace(SyntheticSpec.parse(spec.split(":", 1)[1]), pace=0.0)
-    if s.realtime or s.packets == 0:
-        raise ValueError(f"{spec}: only finite, replayable synthetic sources have a known total")
-    ts, src, dst = [], [], []
-    for rec in generate(s):
-        ts.append(rec.ts_ns)
-        src.append(rec.src)
-        dst.append(rec.dst)
-    ts, src, dst = np.concatenate(ts), np.concatenate(src), np.concatenate(dst)
-    counted = (src != 0xFFFFFFFF) & (dst != 0xFFFFFFFF)
-    per, periods = _periods(ts, counted, window_seconds, period_seconds)
-    return Traffic(node, src[counted], dst[counted], per, periods)
-
-
-def _ip(text: str) -> int:
-    a, b, c, d = (int(x) for x in text.split("."))
-    return a << 24 | b << 16 | c << 8 | d
-
-
-def tshark_traffic(node: str, path: Path, window_seconds: int = PCAP_WINDOW[1],
-                   period_seconds: int = PERIOD_SECONDS) -> Traffic:
-    """A capture's packets by Wireshark's reading: counted when the first network-layer
-    protocol is IPv4 with both addresses, and neither is 255.255.255.255."""
-    out = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.time_epoch", "-e",
-                          "frame.protocols", "-e", "ip.src", "-e", "ip.dst", "-E", "occurrence=f"],
-                         capture_output=True, text=True, timeout=300, check=True).stdout
-    ts, counted, src, dst = [], [], [], []
-    for line in out.splitlines():
-        t, protos, s, d = (line.split("\t") + ["", "", ""])[:4]
-        first = next((p for p in protos.split(":") if p not in LINK_LAYER), None)
-        ok = first == "ip" and bool(s) and bool(d) and "255.255.255.255" not in (s, d)
-        ts.append(int(Decimal(t) * NS))
-        counted.append(ok)
-        src.append(_ip(s) if ok else 0)
-        dst.append(_ip(d) if ok else 0)
-    ts_a, c_a = np.array(ts, np.int64), np.array(counted, bool)
-    per, periods = _periods(ts_a, c_a, window_seconds, period_seconds)
-    return Traffic(node, np.array(src, np.uint64)[c_a].astype(np.uint32),
-                   np.array(dst, np.uint64)[c_a].astype(np.uint32), per, periods)
+# ----------------------------------------------------------------------------- real captures
 
 
 def pcaps_available() -> tuple[list[Path], str]:
@@ -207,173 +110,6 @@ def warm_pcap_reader(pcaps: list[Path]) -> float:
     subprocess.run([sys.executable, "-c", code, *[str(p) for p in picks if p]], cwd=ROOT, timeout=900,
                    capture_output=True)
     return time.monotonic() - t0
-
-
-@dataclass
-class Expected:
-    """The independent answer for one shared directory."""
-
-    total: dict
-    node_packets: dict            # node -> counted packets
-    periods: dict                 # period start -> nine analytics
-
-    @classmethod
-    def of(cls, traffic: list[Traffic]) -> "Expected":
-        src = np.concatenate([t.src for t in traffic]) if traffic else np.empty(0, np.uint32)
-        dst = np.concatenate([t.dst for t in traffic]) if traffic else np.empty(0, np.uint32)
-        per = np.concatenate([t.period for t in traffic]) if traffic else np.empty(0, np.int64)
-        periods = {}
-        for p in sorted(set().union(*(t.periods for t in traffic))) if traffic else []:
-            m = per == p
-            periods[int(p)] = nine(src[m], dst[m])
-        return cls(nine(src, dst), {t.node: len(t.src) for t in traffic}, periods)
-
-
-# ----------------------------------------------------------------------------- verification
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def ledger_identities(shared: Path) -> list[str]:
-    """Every window identity in the committed ledger lines, in order (duplicates kept)."""
-    out = []
-    path = shared / "aggregator" / "ledger.jsonl"
-    if not path.exists():
-        return out
-    for line in path.read_bytes().splitlines():
-        rec = json.loads(line)
-        out.extend(w[0] for w in rec["windows"])
-    return out
-
-
-def temp_files(shared: Path) -> dict[str, list[str]]:
-    """Leftover temp files (``.tmp-*``) by top-level folder of the shared directory."""
-    out: dict[str, list[str]] = {}
-    for p in shared.rglob(".tmp-*"):
-        out.setdefault(p.relative_to(shared).parts[0], []).append(str(p.relative_to(shared)))
-    return out
-
-
-def verify(shared: Path, expected: Expected, injected: list[tuple[str, str, str]] = (),
-           check_periods: bool = True) -> tuple[list[str], dict]:
-    """Compare a drained shared directory with the independent answer.
-
-    ``injected``: (node folder, file name, reason) of every file put in a landing folder on
-    purpose to be quarantined.  Returns (mismatches, facts)."""
-    bad: list[str] = []
-    facts: dict = {}
-    doc = _read_json(shared / "reports" / "cumulative.json")
-    if doc is None:
-        return ["reports/cumulative.json is missing or unreadable"], facts
-    got = doc["analytics"]
-    for k in KEYS:
-        if got.get(k) != expected.total[k]:
-            bad.append(f"cumulative {k}: report {got.get(k)}, expected {expected.total[k]}")
-    facts["packets"] = got.get("valid_packets", 0)
-    for node, n in expected.node_packets.items():
-        have = (doc["nodes"].get(node) or {}).get("packets")
-        if have != n:
-            bad.append(f"node {node}: report has {have} packets, expected {n}")
-    if set(doc["nodes"]) != set(expected.node_packets):
-        bad.append(f"report nodes {sorted(doc['nodes'])} != expected {sorted(expected.node_packets)}")
-
-    # The ledger: each identity exactly once, and exactly the windows the collectors landed.
-    idents = ledger_identities(shared)
-    dup = [i for i, c in Counter(idents).items() if c > 1]
-    if dup:
-        bad.append(f"ledger lists {len(dup)} identities more than once, e.g. {dup[:3]}")
-    want = set()
-    for node in expected.node_packets:
-        st = _read_json(shared / "status" / f"{node}.json") or {}
-        if st.get("state") != "finished":
-            bad.append(f"collector {node} status is {st.get('state')!r}, not finished")
-            continue
-        last = st.get("last_window") or {}
-        if last:
-            want |= {f"{node}/{st['run']}/{s}" for s in range(int(last["seq"]) + 1)}
-    if set(idents) != want:
-        missing, extra = sorted(want - set(idents)), sorted(set(idents) - want)
-        bad.append(f"ledger identities differ from the landed windows: {len(missing)} missing "
-                   f"{missing[:3]}, {len(extra)} unexpected {extra[:3]}")
-    per_node = Counter(i.split("/", 1)[0] for i in set(idents))
-    for node, s in doc["nodes"].items():
-        if s.get("windows") != per_node.get(node, 0):
-            bad.append(f"node {node}: report counts {s.get('windows')} windows, ledger {per_node.get(node, 0)}")
-    facts["windows"] = len(set(idents))
-
-    # Landing folders: nothing left over after the final drain, and no temp files.
-    leftovers = sorted(str(p.relative_to(shared)) for p in (shared / "nodes").glob("*/*"))
-    if leftovers:
-        bad.append(f"{len(leftovers)} file(s) left in nodes/ after the drain: {leftovers[:5]}")
-    # Every writer removes the temp files of its crashed predecessors when it starts (collectors:
-    # their landing folder and status file; the aggregator: aggregator/, reports/, quarantine/),
-    # and the final drain is an aggregator start: no temp file may be left anywhere.
-    temps = temp_files(shared)
-    facts["temp_elsewhere"] = {k: len(v) for k, v in temps.items() if k != "nodes"}
-    for top, names in sorted(temps.items()):
-        bad.append(f"{len(names)} temp file(s) left in {top}/ after the restarts: {names[:3]}")
-
-    # Quarantine: exactly what was put there on purpose, each file with its reason.
-    found = []
-    qdir = shared / "quarantine"
-    for p in sorted(qdir.glob("*/*")) if qdir.exists() else []:
-        if p.name.startswith("."):
-            continue
-        if p.name.endswith(".reason.json"):
-            r = _read_json(p) or {}
-            found.append((r.get("node_folder"), r.get("file"), r.get("reason")))
-        elif not p.with_name(p.name + ".reason.json").exists():
-            bad.append(f"quarantined {p.relative_to(shared)} has no reason file")
-    if sorted(found) != sorted(injected):
-        bad.append(f"quarantine holds {sorted(found)}, expected only {sorted(injected)}")
-    facts["quarantined"] = len(found)
-
-    if check_periods:
-        bad += verify_periods(shared, expected)
-    return bad, facts
-
-
-def verify_periods(shared: Path, expected: Expected) -> list[str]:
-    """Every period report (final, newest version) and the Parquet history against the reference."""
-    bad = []
-    pdir = shared / "reports" / "periods"
-    reports = {p.stem: p for p in pdir.glob("*.json") if PERIOD_ID.match(p.stem)} if pdir.exists() else {}
-    want = {stamp(s): a for s, a in expected.periods.items()}
-    if set(reports) != set(want):
-        bad.append(f"period reports {sorted(set(reports) - set(want))[:3]} unexpected, "
-                   f"{sorted(set(want) - set(reports))[:3]} missing")
-    for pid, path in sorted(reports.items()):
-        doc = _read_json(path)
-        if doc is None:
-            bad.append(f"period {pid}: unreadable report")
-            continue
-        if not doc.get("final"):
-            bad.append(f"period {pid}: not final after every collector finished")
-        if pid in want and doc["analytics"] != want[pid]:
-            diff = {k: (doc["analytics"].get(k), want[pid][k]) for k in KEYS if doc["analytics"].get(k) != want[pid][k]}
-            bad.append(f"period {pid}: report != reference (report, expected): {diff}")
-    try:
-        import pyarrow.dataset as ds
-
-        rows = ds.dataset(shared / "reports" / "history", format="parquet").to_table().to_pylist()
-    except Exception as e:
-        return bad + [f"history dataset unreadable: {e}"]
-    newest: dict = {}
-    for r in rows:
-        if r["version"] > newest.get(r["period_id"], {"version": 0})["version"]:
-            newest[r["period_id"]] = r
-    if set(newest) != set(want):
-        bad.append(f"history periods differ: {sorted(set(newest) ^ set(want))[:4]}")
-    for pid, r in newest.items():
-        if pid in want and any(r[k] != want[pid][k] for k in KEYS):
-            bad.append(f"history {pid} v{r['version']}: {r['valid_packets']} packets, "
-                       f"expected {want[pid]['valid_packets']}")
-    return bad
 
 
 # ----------------------------------------------------------------------------- processes
@@ -626,7 +362,7 @@ class Round:
 
     def is_up(self, proc: Child, status: Path) -> bool:
         """The process has written ``status`` (lease or status file) with its pid."""
-        return (_read_json(status) or {}).get("pid") == proc.p.pid
+        return (read_json(status) or {}).get("pid") == proc.p.pid
 
     def tick_collectors(self, now: float) -> None:
         for job in self.jobs:
@@ -883,6 +619,14 @@ class Summary:
     def ok(self) -> bool:
         return bool(self.rounds) and not self.mismatches and not self.errors
 
+    def as_json(self) -> dict:
+        """What a caller (tests/test_crash.py) checks, for ``--summary-json``."""
+        return {"ok": self.ok, "seed": self.seed, "fired": dict(self.fired), "mismatches": self.mismatches,
+                "errors": self.errors, "agg_restarts": self.total("agg_restarts") if self.rounds else 0,
+                "windows": self.total("windows") if self.rounds else 0,
+                "rounds": [{"index": r.index, "quarantined": r.quarantined, "windows": r.windows}
+                           for r in self.rounds], "seconds": self.seconds}
+
     def report(self) -> str:
         fired = self.fired
         by_target = Counter()
@@ -981,7 +725,18 @@ def main(argv=None) -> int:
     ap.add_argument("--no-pcap", action="store_true", help="synthetic sources only")
     ap.add_argument("--no-agg-land-temp", action="store_true",
                     help="do not kill the aggregator at col.land.temp (inside its atomic writes)")
+    ap.add_argument("--collectors", type=int, default=3, help="synthetic collectors per round (default 3)")
+    ap.add_argument("--round-deadline", type=float, default=300.0, help="seconds a round may take (default 300)")
+    ap.add_argument("--summary-json", type=Path, default=None, metavar="FILE",
+                    help="also write the summary (fired kill points, mismatches, errors) as JSON to FILE")
+    ap.add_argument("--plan-json", action="store_true",
+                    help="print the kill plan for --kill-points and --seed as JSON and exit")
+    ap.add_argument("-q", "--quiet", action="store_true", help="print only the final report")
     a = ap.parse_args(argv)
+    if a.plan_json:
+        plan = kill_plan(a.kill_points, random.Random(a.seed), not a.no_agg_land_temp)
+        print(json.dumps([dict(dataclasses.asdict(p), kind=p.kind, env=p.env()) for p in plan]))
+        return 0
     workdir = a.keep or Path(tempfile.mkdtemp(prefix="netsense-crash-"))
     stop = threading.Event()
 
@@ -992,8 +747,11 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     print(f"crashtest: working in {workdir}", flush=True)
     s = run_harness(a.kill_points, a.seed, workdir, a.jobs, a.per_round, not a.no_pcap,
-                    log=lambda m: print(m, flush=True), stop=stop, agg_land_temp=not a.no_agg_land_temp)
+                    log=(lambda m: None) if a.quiet else (lambda m: print(m, flush=True)), stop=stop,
+                    round_deadline=a.round_deadline, agg_land_temp=not a.no_agg_land_temp, collectors=a.collectors)
     print(s.report())
+    if a.summary_json:
+        a.summary_json.write_text(json.dumps(s.as_json(), indent=1) + "\n")
     if a.keep is None:
         if s.ok:
             shutil.rmtree(workdir, ignore_errors=True)

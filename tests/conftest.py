@@ -13,6 +13,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_PCAPS = ROOT.parent / "shared" / "pcaps"
+# scripts/oracle.py, the one independent oracle (numpy/scipy analytics, tshark's reading of a
+# capture, a drained share checked against both), shared with the crash harness and benches.
+if str(ROOT / "scripts") not in sys.path:
+    sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def wing_command(args) -> list[str]:
@@ -79,19 +83,6 @@ def shared(tmp_path) -> Path:
     d = tmp_path / "shared"
     d.mkdir()
     return d
-
-
-def load_script(name: str):
-    """Import ``scripts/<name>.py`` as a module (scripts/ is not a package), once per session."""
-    import importlib.util
-
-    mod_name = f"netsense_script_{name}"
-    if mod_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(mod_name, ROOT / "scripts" / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[mod_name]
 
 
 def shared_pcaps(sub: str) -> Path:

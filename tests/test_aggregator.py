@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import read_json
-from reference import nine, synthetic_packets
+from oracle import nine, synthetic_packets
 
 from netsense.aggregator.config import AggregatorConfig
 from netsense.aggregator.daemon import Aggregator

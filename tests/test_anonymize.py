@@ -469,7 +469,7 @@ def test_collector_cli_anonymizes_and_aggregator_keeps_keys_apart(tmp_path):
     assert refused == {"anonymization_mismatch"}
     # The anonymized matrix is the plain one with addresses mapped through the key.
     from netsense.collector.synthetic import SyntheticSpec, generate
-    from reference import nine
+    from oracle import nine
     import numpy as np
 
     rec = list(generate(SyntheticSpec.parse("seed=1,packets=12000")))

@@ -9,37 +9,41 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import ROOT, load_script, run_cli, wing_command
+import oracle
+from conftest import ROOT, run_cli, wing_command
 
 from netsense.faults import POINTS
 
 
-def _load_harness():
-    """The crash harness module (its independent reference and checker)."""
-    return load_script("crashtest")
+HARNESS = ROOT / "scripts" / "crashtest.py"
 
 
-crashtest = _load_harness()
+def harness(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """``scripts/crashtest.py`` as a real process, as an operator runs it."""
+    return subprocess.run([sys.executable, str(HARNESS), *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout)
 
 
 def test_kill_plan_covers_every_failpoint_and_both_outside_kills():
     for seed in range(20):
-        plan = crashtest.kill_plan(12, random.Random(seed))
+        r = harness("--plan-json", "--kill-points", "12", "--seed", str(seed))
+        assert r.returncode == 0, r.stderr
+        plan = json.loads(r.stdout)
         assert len(plan) == 12
-        kinds = {p.kind for p in plan}
+        kinds = {p["kind"] for p in plan}
         assert {f"{n[:3]} {n}" for n in POINTS} <= kinds
         assert {"agg sigkill", "col sigkill"} <= kinds
         for p in plan:
-            if p.how == "failpoint":
-                assert p.env() == f"{p.name}:{p.n}" and p.n >= 1
-                assert p.target == p.name[:3] or (p.target, p.name) == ("agg", "col.land.temp")
+            if p["how"] == "failpoint":
+                assert p["env"] == f"{p['name']}:{p['n']}" and p["n"] >= 1
+                assert p["target"] == p["name"][:3] or (p["target"], p["name"]) == ("agg", "col.land.temp")
 
 
 def test_the_checker_is_not_vacuous(tmp_path):
@@ -52,21 +56,21 @@ def test_the_checker_is_not_vacuous(tmp_path):
     assert r.returncode == 0, r.stderr
     r = run_cli("aggregator", "run", "--shared", str(shared), "--once", "--period-seconds", "2")
     assert r.returncode == 0, r.stderr
-    traffic = crashtest.synthetic_traffic("c1", spec)
-    exp = crashtest.Expected.of([traffic])
-    bad, facts = crashtest.verify(shared, exp)
+    traffic = oracle.synthetic_traffic("c1", spec)
+    exp = oracle.Expected.of([traffic])
+    bad, facts = oracle.verify(shared, exp)
     assert bad == [] and facts["packets"] == 20000 and facts["windows"] >= 5
 
-    fewer = crashtest.Expected.of([crashtest.Traffic("c1", traffic.src[1:], traffic.dst[1:], traffic.period[1:],
+    fewer = oracle.Expected.of([oracle.Traffic("c1", traffic.src[1:], traffic.dst[1:], traffic.period[1:],
                                                      traffic.periods)])
-    bad, _ = crashtest.verify(shared, fewer)
+    bad, _ = oracle.verify(shared, fewer)
     assert any("cumulative valid_packets" in b for b in bad) and any("period" in b for b in bad)
 
     ledger = shared / "aggregator" / "ledger.jsonl"
     lines = ledger.read_text().splitlines(keepends=True)
     with_windows = next(i for i, line in enumerate(lines) if json.loads(line)["windows"])
     ledger.write_text("".join(lines[:with_windows] + lines[with_windows + 1:]))  # a transaction vanishes
-    bad, _ = crashtest.verify(shared, exp, check_periods=False)
+    bad, _ = oracle.verify(shared, exp, check_periods=False)
     assert any("missing" in b for b in bad)
     ledger.write_text("".join(lines))
 
@@ -75,7 +79,7 @@ def test_the_checker_is_not_vacuous(tmp_path):
     (q / "stray.nsw").write_bytes(b"x")
     arch = sorted((shared / "archive" / "c1").glob("*.nsw"))[0]
     (shared / "nodes" / "c1" / arch.name).write_bytes(arch.read_bytes())
-    bad, _ = crashtest.verify(shared, exp, check_periods=False)
+    bad, _ = oracle.verify(shared, exp, check_periods=False)
     assert any("no reason file" in b for b in bad) and any("left in nodes/" in b for b in bad)
 
 
@@ -84,18 +88,21 @@ def test_crash_harness_short(tmp_path):
     """Twelve kill points over two parallel rounds of two collectors each, synthetic sources only
     (the full harness adds real captures with a tshark total and more collectors)."""
     t0 = time.monotonic()
-    s = crashtest.run_harness(kill_points=12, seed=20261122, workdir=tmp_path, jobs=2, per_round=6, collectors=2,
-                              use_pcaps=False, log=lambda m: None, round_deadline=240, agg_land_temp=False)
-    report = s.report()
+    out = tmp_path / "summary.json"
+    r = harness("--kill-points", "12", "--seed", "20261122", "--keep", str(tmp_path / "work"), "--jobs", "2",
+                "--per-round", "6", "--collectors", "2", "--no-pcap", "--round-deadline", "240",
+                "--no-agg-land-temp", "--quiet", "--summary-json", str(out))
+    report = r.stdout + r.stderr[-3000:]
     print(report)
-    assert s.ok, report
-    fired = s.fired
+    s = json.loads(out.read_text())
+    assert r.returncode == 0 and s["ok"], report
+    fired = s["fired"]
     assert sum(fired.values()) >= 12, report
     for name in POINTS:
-        assert fired[f"{name[:3]} {name}"] >= 1, f"{name} never fired\n{report}"
-    assert fired["agg sigkill"] >= 1 and fired["col sigkill"] >= 1, report
-    assert s.total("agg_restarts") >= 7 and s.total("windows") > 0
-    assert all(r.quarantined >= 1 for r in s.rounds), "each round quarantines the files it put there"
+        assert fired.get(f"{name[:3]} {name}", 0) >= 1, f"{name} never fired\n{report}"
+    assert fired.get("agg sigkill", 0) >= 1 and fired.get("col sigkill", 0) >= 1, report
+    assert s["agg_restarts"] >= 7 and s["windows"] > 0
+    assert all(rd["quarantined"] >= 1 for rd in s["rounds"]), "each round quarantines the files it put there"
     print(f"short crash harness: {time.monotonic() - t0:.1f}s")
 
 
@@ -179,5 +186,5 @@ def test_pace_does_not_change_window_identities(tmp_path):
         assert r.returncode == 0, r.stderr
     r = _run(["aggregator", "run", "--shared", str(shared), "--once"])
     assert r.returncode == 0, r.stderr
-    want = crashtest.nine(*[getattr(crashtest.synthetic_traffic("c1", spec), k) for k in ("src", "dst")])
+    want = oracle.nine(*[getattr(oracle.synthetic_traffic("c1", spec), k) for k in ("src", "dst")])
     assert json.loads((shared / "reports" / "cumulative.json").read_text())["analytics"] == want

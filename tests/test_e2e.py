@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import Proc, read_json, run_cli, wait_for
-from reference import nine, synthetic_packets
+from oracle import nine, synthetic_packets
 
 pytestmark = pytest.mark.slow
 SPECS = {f"node{i}": f"synthetic:seed={i},packets={60000 + 7919 * i},rate=20000,hosts=3000" for i in (1, 2, 3)}

@@ -461,7 +461,7 @@ def test_export_refuses_counts_beyond_uint32():
 def test_the_aggregator_consumes_imported_windows_once(tmp_path, traffic):
     from netsense.aggregator.config import AggregatorConfig
     from netsense.aggregator.loop import drain_aggregator
-    from reference import nine
+    from oracle import nine
 
     pk, members = traffic
     tar = pcap2grb_tar(tmp_path / "in.tar", members)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import Proc, read_json, run_cli, wait_for
-from reference import nine, synthetic_packets
+from oracle import nine, synthetic_packets
 
 pytestmark = pytest.mark.slow
 WINDOW = ["--window-packets", "8192", "--window-seconds", "1"]

@@ -14,13 +14,13 @@ import sys
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # pcapgen, whatever pytest's import mode
+import oracle  # noqa: E402
 import pcapgen as g  # noqa: E402
 
 from netsense.collector.pcap import SUPPORTED_LINKS, CaptureError, decode, open_capture, read_capture  # noqa: E402
@@ -529,10 +529,6 @@ def test_every_tcpdump_capture_parses():
 
 # --------------------------------------------------------------------------- tshark oracle
 
-# Protocol names tshark shows for link-layer headers we walk through; the first other name in
-# frame.protocols is the first network-layer protocol, and a packet counts iff it is "ip".
-LINK_LAYER = {"eth", "ethertype", "vlan", "ieee8021ad", "sll", "null", "loop", "ppp", "pppoes", "chdlc",
-              "raw", "mpls", "llc", "snap", "cfp", "ppi", "pcap_pktdata"}
 # Files with unusual encapsulations or broken headers, always compared when present (either corpus).
 ORACLE_ALWAYS = ["ajp.pcap", "someip_sd_sample.pcap", "4in6tunnel.pcap", "6in6tunnel.pcap", "fuzz-2021-10-13.pcap",
                  "pppoes.pcap", "mpls-label-heapoverflow.pcap", "ipv4_invalid_hdr_length.pcap",
@@ -581,26 +577,6 @@ def oracle_sample(root: Path, limit: int):
     return chosen
 
 
-def tshark_frames(path: Path):
-    """Per frame: (timestamp ns, (src, dst) if counted by the documented rule else None).
-
-    None when tshark cannot read the file's link type at all.
-    """
-    run = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.time_epoch", "-e",
-                          "frame.protocols", "-e", "ip.src", "-e", "ip.dst", "-E", "occurrence=f"],
-                         capture_output=True, text=True, timeout=300)
-    out = run.stdout
-    if not out and "unknown or unsupported" in run.stderr:
-        return None
-    frames = []
-    for line in out.splitlines():
-        ts, protos, src, dst = (line.split("\t") + ["", "", ""])[:4]
-        first = next((p for p in protos.split(":") if p not in LINK_LAYER), None)
-        counted = first == "ip" and src and dst
-        frames.append((int(Decimal(ts) * 10**9), (src, dst) if counted else None))
-    return frames
-
-
 def our_frames(path: Path):
     out, reasons = [], set()
     with open_capture(path) as f:
@@ -621,7 +597,7 @@ def test_tshark_oracle(corpus, limit):
         pytest.skip("tshark is not on PATH")
     names = [n for n in oracle_sample(root, limit) if n not in ORACLE_EXCLUDED]
     with ThreadPoolExecutor(4) as pool:
-        expected = dict(zip(names, pool.map(lambda n: tshark_frames(root / n), names)))
+        expected = dict(zip(names, pool.map(lambda n: oracle.tshark_frames(root / n), names)))
     problems = []
     for name in names:
         want, (got, reasons) = expected[name], our_frames(root / name)

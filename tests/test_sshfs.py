@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import load_script, Proc, read_json, wait_for
+import oracle
+from conftest import Proc, read_json, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +27,6 @@ SSHD = "/usr/sbin/sshd"
 SPECS = {f"host{i}": f"synthetic:seed={40 + i},packets={30000 + 4001 * i},rate=20000,hosts=2000,pace={pace}"
          for i, pace in ((1, 8000), (2, 20000), (3, 20000))}
 WINDOW = ["--window-packets", "8192", "--window-seconds", "1"]
-
-
-def _harness():
-    """The crash harness module (its independent reference and checker)."""
-    return load_script("crashtest")
 
 
 def _free_port() -> int:
@@ -184,7 +180,7 @@ def test_sshfs_mount_seen_as_network_fs(sshfs_mounts):
 
 
 def test_three_collectors_and_a_polling_daemon_through_sshfs(sshfs_mounts, tmp_path):
-    ct = _harness()
+    ct = oracle  # the independent reference and checker
     export, mnt_a, mnt_b = sshfs_mounts
     shared_a, shared_b = mnt_a / "netsense", mnt_b / "netsense"
     shared_a.mkdir()

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from conftest import Proc, read_json, run_cli, wait_for
-from reference import nine, synthetic_packets
+from oracle import nine, synthetic_packets
 
 WINDOW = ["--window-packets", "8192", "--window-seconds", "1"]
 
