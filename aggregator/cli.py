@@ -1,4 +1,4 @@
-"""``netsense-aggregator``: a thin click layer over ``aggregator.daemon`` and the report files."""
+"""``netsense-aggregator``: a thin click layer over ``aggregator.loop`` and the report files."""
 from __future__ import annotations
 
 import json
