@@ -63,7 +63,7 @@ class Checkpointer:
         """Idle with a replay pending for this long: checkpoint so a later restart replays nothing."""
         return bool(ledger.replay) and time.monotonic() - self.last >= self.every_seconds
 
-    def start(self, st: State, gen: int, background: bool) -> None:
+    def start(self, st: State, gen: int, background: bool, may_write=lambda: True) -> None:
         """Checkpoint the state of generation ``gen`` (what the ledger says up to line ``gen``).
 
         The snapshot is taken here, in the daemon's thread: the sums are
@@ -89,6 +89,8 @@ class Checkpointer:
                 except (OSError, AttributeError):
                     pass
             try:
+                if not may_write():  # fenced: the lease may be someone else's by now
+                    raise LandingError("the lease is not fresh; checkpoint not written")
                 if base is not None:
                     write_checkpoint(self.ckpt_dir, gen, {"base": True}, {"cumulative": base},
                                      prefix=CUMULATIVE_PREFIX)

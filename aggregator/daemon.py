@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from netsense.faults import failpoint
-from netsense.layout import Layout, checkpoint_file_gen
+from netsense.layout import Layout, checkpoint_file_gen, period_sum_file
 
 from . import recovery
 from .checkpointer import Checkpointer
@@ -54,7 +54,8 @@ class Aggregator:
     def recover(self) -> None:
         """Load the last committed generation and republish what it touched."""
         self.checkpoints.abandon()
-        self.ledger, self.state, superseded = recovery.recover(self.layout, self.cfg, self.upstream is not None)
+        self.ledger, self.state, superseded = recovery.recover(self.layout, self.cfg, self.upstream is not None,
+                                                               self.lease.epoch)
         if self.ledger.generation:
             self.publish(force=True)
         self.checkpoints.recovered(self.ledger.checkpoint, superseded)
@@ -74,7 +75,7 @@ class Aggregator:
         batch = self.intake.gather(cands, self.ledger, self.state)
         self.state.apply_batch(batch.items, self.load_final)
         failpoint("agg.sum")
-        known, done = self.statuses.known_and_done(self.state.nodes, self.ledger.consumed, batch.ids)
+        known, done = self.statuses.known_and_done(self.state.nodes, self.consumed, batch.ids)
         grace = self.cfg.grace_periods * self.cfg.period_seconds
         finalized = self.state.finalize(done, known, grace)
         if batch.consumed or finalized:
@@ -93,6 +94,7 @@ class Aggregator:
         """
         ck = self.checkpoints
         ck.reap()
+        self.lease.assert_held()  # fencing: a holder that was taken over writes nothing more
         gen = self.ledger.generation + 1
         st = self.state
         st.generation = gen
@@ -100,24 +102,32 @@ class Aggregator:
             p.version += 1
             if p.file:  # the checkpoint we would recover from may still name it
                 ck.superseded.append((gen, p.file))
-            p.file = write_period_file(self.layout.period_sums(), p.id, gen, p.matrix)
+            p.file, p.evictable = period_sum_file(p.id, gen), True
+            write_period_file(self.layout.period_sums(), p.id, gen, p.matrix, meta=p.meta())
         st.queue_upstream(finalized)
         if checkpoint:
             ck.join()
-            ck.start(st, gen, background=False)
+            ck.start(st, gen, background=False, may_write=self.lease.fresh)
         name = ck.ready or self.ledger.checkpoint
-        self.ledger.commit(gen, name, consumed, [(p.start, p.version, p.file) for p in finalized])  # <- commit point
+        self.lease.assert_held()
+        self.ledger.commit(gen, name, consumed, [(p.start, p.version, p.file) for p in finalized],
+                           epoch=self.lease.epoch)  # <- the commit point
         ck.ready = None
         log.info("generation %d committed: %d window(s), %d period(s) final (%.3fs since the batch began)", gen,
                  len(consumed), len(finalized), time.perf_counter() - self._step_started)
         if name != ck.referenced:
             ck.referenced = name
             ck.forget_before(checkpoint_file_gen(name), self.ledger, st)
+            self.ledger.compact(self.lease.epoch)  # the lines before the checkpoint are history now
         self.publish()
         if self.upstream:
             self.upstream.push(st)
         if not checkpoint and ck.thread is None and ck.due(self.ledger, consumed):
-            ck.start(st, gen, background=True)
+            ck.start(st, gen, background=True, may_write=self.lease.fresh)
+
+    def consumed(self, identity: str) -> bool:
+        """Window ``identity`` was consumed: in the ledger's recent lines, or in the state's ranges."""
+        return identity in self.ledger.consumed or self.state.covers(identity)
 
     def join_checkpoint(self) -> None:
         self.checkpoints.join()

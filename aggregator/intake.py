@@ -102,6 +102,10 @@ class Intake:
                 sha = parsed.header["payload"]["sha256"][:16]
                 ident = c.name.identity
                 seen = ledger.consumed.get(ident) or b.ids.get(ident)
+                if seen is None and state.covers(ident):
+                    # Consumed before the recovery point: the ledger was compacted into the checkpoint,
+                    # which keeps identities as per-run ranges, not content hashes. Same identity: a copy.
+                    seen = sha
                 if seen is not None:
                     self._seen_before(c, ident, sha, seen, ledger)
                     continue
@@ -129,7 +133,10 @@ class Intake:
         """A window identity already consumed: the same content is a duplicate, other content a conflict."""
         if seen == sha:
             self.counters["duplicates"] += 1
-            if ident in ledger.unsnapshotted:  # recovery may need to read it: keep a copy
+            archived = self.layout.archive(c.name.node) / c.path.name
+            if ident in ledger.unsnapshotted or not archived.is_file():
+                # Recovery may need to read it, or its archive move failed after the commit (this is
+                # the only copy of a consumed window): keep it, in archive/.
                 log.info("archiving %s: window %s was already consumed", c.path.name, ident)
                 self.archive(c.path, c.name.node)
             else:

@@ -13,15 +13,18 @@ import logging
 import threading
 import time
 
-from netsense.errors import LandingError
+from netsense.errors import LandingError, LeaseLost
 
 from .config import AggregatorConfig
 from .daemon import Aggregator
+from .ledger import last_epoch
 from .retention import enforce
 from .sums import warm_up
 from .watch import Wakeup, choose_observer
 
 log = logging.getLogger("netsense.aggregator")
+MAX_BACKOFF = 30.0
+DRAIN_ATTEMPTS = 5     # --once gives up after this many storage errors in a row (about 8 s of backoff)
 
 
 class _Loop:
@@ -53,6 +56,10 @@ class _Loop:
     def upstream_state(self) -> str:
         return "stopped"
 
+    def give_up(self, failures: int) -> bool:
+        """After ``failures`` storage errors in a row: stop trying (and exit with the error)."""
+        return False
+
     # -- the shared loop --------------------------------------------------------------
     def run(self) -> dict:
         import graphblas as gb
@@ -60,57 +67,86 @@ class _Loop:
         agg, cfg, stop = self.agg, self.cfg, self.stop
         gb.ss.config["nthreads"] = cfg.threads
         warm_up()
-        agg.layout.ensure(agg.layout.aggregator())
-        agg.lease.acquire()
+        self.with_storage_retries(lambda: agg.layout.ensure(agg.layout.aggregator()), "create aggregator/")
+        self.with_storage_retries(lambda: agg.lease.acquire(last_epoch(agg.layout.aggregator())), "take the lease")
+        if stop.is_set():
+            return {}
+        agg.lease.start_heartbeat()
+        recovered = watching = False
+        storage = _StorageTrouble()
         try:
-            agg.recover()
-            self.start_watching()
-            backoff = 0.5
             while not stop.is_set():
                 self.wake.clear()
                 try:
-                    n = agg.step()
-                except (LandingError, OSError) as e:
-                    # Shared storage refused a write (full, read-only, EIO). The in-memory state may
-                    # be ahead of what is committed: roll back to the last committed generation and
-                    # retry later; the batch's files are still in the landing folders.
-                    log.error("storage error (%s): rolling back to generation %d, retrying in %.1fs", e,
-                              agg.ledger.generation, backoff)
-                    agg.run_counters["storage_errors"] = agg.run_counters.get("storage_errors", 0) + 1
-                    if stop.wait(backoff):
-                        break
-                    backoff = min(backoff * 2, 30.0)
-                    try:
+                    if not recovered:
+                        # Start-up, or a rollback: the in-memory state may be ahead of what is
+                        # committed, so nothing steps on it until the committed state is reloaded.
                         agg.recover()
-                    except (LandingError, OSError) as e2:
-                        log.error("still cannot recover (%s)", e2)
+                        recovered = True
+                    if not watching:
+                        self.start_watching()
+                        watching = True
+                    n = agg.step()
+                    self.housekeeping(n)
+                    if self.more_waiting(n):
+                        storage.ok()
+                        continue  # drain before sleeping
+                    if not n:  # idle (or done): bring throttled reports up to date
+                        agg.publish(force=agg.publisher.behind(agg.state))
+                    if not n and agg.checkpoints.idle_due(agg.ledger):
+                        agg.commit([], [], checkpoint=True)  # idle: bound the replay of a later restart
+                except (LandingError, OSError) as e:
+                    # Shared storage refused a read or write (full, read-only, EIO, gone): roll back
+                    # to the last committed generation and retry; the batch's files are still in the
+                    # landing folders.
+                    recovered = False
+                    agg.run_counters["storage_errors"] = agg.run_counters.get("storage_errors", 0) + 1
+                    delay = storage.failed(e, agg)
+                    if self.give_up(storage.failures):
+                        raise
+                    if stop.wait(delay):
+                        break
                     continue
-                backoff = 0.5
-                self.housekeeping(n)
-                if self.more_waiting(n):
-                    continue  # drain before sleeping
-                if not n:  # idle (or done): bring throttled reports up to date
-                    agg.publish(force=agg.publisher.behind(agg.state))
-                if not n and agg.checkpoints.idle_due(agg.ledger):
-                    agg.commit([], [], checkpoint=True)  # idle: bound the replay of a later restart
+                storage.ok()
                 if self.idle(n):
                     break
-            if agg.ledger.replay:  # a clean stop leaves a checkpoint: the next start replays nothing
+            if recovered and agg.ledger.replay:  # a clean stop leaves a checkpoint: the next start replays nothing
                 try:
                     agg.commit([], [], checkpoint=True)
                     agg.write_status()
                 except (LandingError, OSError) as e:
                     log.warning("no checkpoint at exit (%s): the next start replays the ledger", e)
+        except LeaseLost as e:
+            log.error("stopping without writing anything more: %s", e)
+            raise
         finally:
             if agg.checkpoints.thread is not None:
                 agg.checkpoints.thread.join()
             self.stop_watching()
-            if agg.upstream and hasattr(agg, "state"):
-                agg.upstream.write_status(agg.state, self.upstream_state(), force=True)
+            if agg.upstream and hasattr(agg, "state") and not agg.lease.lost:
+                try:
+                    agg.upstream.write_status(agg.state, self.upstream_state(), force=True)
+                except (LandingError, OSError):
+                    pass
             agg.lease.release()
-        c = {**agg.state.counters, **agg.run_counters, "generation": agg.ledger.generation}
+        c = ({**agg.state.counters, **agg.run_counters, "generation": agg.ledger.generation}
+             if hasattr(agg, "state") else dict(agg.run_counters))
         log.info("aggregator stopping: %s", c)
         return c
+
+    def with_storage_retries(self, fn, what: str) -> None:
+        """Start-up steps that only need the storage to work: retried with backoff (or given up)."""
+        storage = _StorageTrouble()
+        while not self.stop.is_set():
+            try:
+                fn()
+                storage.ok()
+                return
+            except (LandingError, OSError) as e:
+                delay = storage.failed(e, None, what)
+                if self.give_up(storage.failures):
+                    raise
+                self.stop.wait(delay)
 
     def housekeeping(self, n: int) -> None:
         agg = self.agg
@@ -121,15 +157,27 @@ class _Loop:
             self._last_housekeeping = now
             release_free_memory()
             agg.write_status()
-        agg.lease.renew()
+        agg.lease.assert_held()  # the heartbeat thread renews; this only notices a takeover
         if agg.upstream:
-            agg.upstream.push(agg.state)  # retries what a failing parent refused
-            agg.upstream.write_status(agg.state)
+            try:  # a parent share in trouble must not roll back this one: upstream windows wait
+                agg.upstream.push(agg.state)  # retries what a failing parent refused
+                agg.upstream.write_status(agg.state)
+            except (LandingError, OSError) as e:
+                self._upstream_trouble(e)
         if self.cfg.retention.active and self.retention_due():
             self._last_retention = time.time()
-            deleted, freed = enforce(agg.layout.root / "archive", self.cfg.retention,
-                                     keep=set(agg.ledger.unsnapshotted.values()))
-            agg.state.count("archive_files_deleted", deleted)
+            try:
+                deleted, freed = enforce(agg.layout.root / "archive", self.cfg.retention,
+                                         keep=set(agg.ledger.unsnapshotted.values()))
+                agg.state.count("archive_files_deleted", deleted)
+            except OSError as e:
+                log.warning("retention: %s (retried at the next interval)", e)
+
+    def _upstream_trouble(self, e: Exception) -> None:
+        msg = str(e)
+        if msg != getattr(self, "_upstream_msg", None):
+            log.warning("cannot land in the parent share (%s); upstream windows wait and are retried", e)
+            self._upstream_msg = msg
 
 
 class Service(_Loop):
@@ -179,6 +227,9 @@ class Drain(_Loop):
     def retention_due(self) -> bool:
         return True
 
+    def give_up(self, failures: int) -> bool:
+        return failures >= DRAIN_ATTEMPTS
+
     def more_waiting(self, n: int) -> bool:
         return n > 0
 
@@ -189,6 +240,31 @@ class Drain(_Loop):
         st = self.agg.state
         done = not st.upstream_pending and all(p.final for p in st.periods.values())
         return "finished" if done else "stopped"
+
+
+class _StorageTrouble:
+    """Backoff for storage errors, logged once per change of state, reset when storage is back."""
+
+    def __init__(self):
+        self.failures = 0
+        self.delay = 0.5
+        self._last_msg: str | None = None
+
+    def failed(self, e: Exception, agg, what: str = "") -> float:
+        self.failures += 1
+        msg = f"{type(e).__name__}: {e}"
+        if msg != self._last_msg:
+            gen = f"rolling back to generation {agg.ledger.generation}, " if agg is not None and \
+                hasattr(agg, "ledger") else ""
+            log.error("storage error%s (%s): %sretrying with backoff", f" (cannot {what})" if what else "", e, gen)
+            self._last_msg = msg
+        delay, self.delay = self.delay, min(self.delay * 2, MAX_BACKOFF)
+        return delay
+
+    def ok(self) -> None:
+        if self.failures:
+            log.info("storage works again after %d failed attempt(s)", self.failures)
+        self.failures, self.delay, self._last_msg = 0, 0.5, None
 
 
 def release_free_memory() -> None:

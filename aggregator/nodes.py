@@ -19,8 +19,11 @@ class NodeStatuses:
         self.layout = layout
         self._cache: dict = {}
 
-    def known_and_done(self, known_nodes, consumed: dict, consuming: dict | None = None) -> tuple[set, set]:
-        """(known nodes, done nodes): ``known_nodes`` plus every node with a status document."""
+    def known_and_done(self, known_nodes, consumed, consuming: dict | None = None) -> tuple[set, set]:
+        """(known nodes, done nodes): ``known_nodes`` plus every node with a status document.
+
+        ``consumed(identity)``: whether a window was consumed; ``consuming``: the batch's identities.
+        """
         known, done = set(known_nodes), set()
         try:
             entries = list(os.scandir(self.layout.status_dir()))
@@ -45,7 +48,7 @@ class NodeStatuses:
             known.add(node)
             last = doc.get("last_window") or {}
             ident = last.get("identity")
-            if doc.get("state") in statusdoc.DONE_STATES and (not last or ident in consumed
-                                                              or ident in (consuming or {})):
+            if doc.get("state") in statusdoc.DONE_STATES and (
+                    not last or ident in (consuming or {}) or (isinstance(ident, str) and consumed(ident))):
                 done.add(node)
         return known, done

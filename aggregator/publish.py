@@ -59,6 +59,7 @@ class Publisher:
             if p.final:
                 p.matrix = None  # its sum lives in aggregator/periods/; memory stays flat
                 st.forget(p.start)
+                st.evict(p)      # ... and so does its bookkeeping: the checkpoint stays small
         if not (due and (self.behind(st) or force)):
             return
         prof = st.profile("cumulative", st.cumulative)
@@ -76,7 +77,7 @@ def write_aggregator_status(layout: Layout, host: str, ledger: Ledger, st: State
     """The aggregator's heartbeat and counters (``aggregator/status.json``); advisory, never fatal."""
     doc = {"schema": "netsense.aggregator-status/1", "host": host, "pid": os.getpid(),
            "heartbeat_at": iso(time.time()), "heartbeat": time.time(), "generation": ledger.generation,
-           "windows_consumed": len(ledger.consumed), "watermarks": st.watermarks,
+           "windows_consumed": st.counters.get("windows_consumed", 0), "watermarks": st.watermarks,
            "counters": {**st.counters, **counters},
            "problems": sorted(problems)[:100]}  # entries of nodes/ that are never read
     try:

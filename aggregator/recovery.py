@@ -14,11 +14,12 @@ import logging
 import time
 
 from netsense import landing, winfile
-from netsense.errors import BadWindowFile, NetsenseError, StateError
-from netsense.layout import STATE_SUFFIX, Layout, WindowName
+from netsense.errors import BadWindowFile, LedgerDamaged, NetsenseError, StateError
+from netsense.faults import failpoint
+from netsense.layout import STATE_SUFFIX, Layout, WindowName, stamp
 
 from .config import AggregatorConfig
-from .ledger import Ledger, prune_checkpoints, read_checkpoint
+from .ledger import REPAIR_HINT, Ledger, find_period_file, prune_checkpoints, read_checkpoint, read_period_meta
 from .state import Period, State
 from .sums import Sums
 
@@ -42,11 +43,45 @@ def prepare(layout: Layout) -> None:
         landing.remove_stale_temps(d)
 
 
-def recover(layout: Layout, cfg: AggregatorConfig, upstream: bool) -> tuple[Ledger, State, list]:
-    """(ledger, state of its last generation, period files superseded but still named by the checkpoint)."""
+def check_fresh(layout: Layout) -> None:
+    """An empty or missing ledger is a fresh start only if nothing a commit leaves behind exists.
+
+    Archived windows, checkpoints and reports are written only after a ledger line committed
+    them; finding any with no ledger means the ledger was deleted or lost, and starting afresh
+    would silently drop everything counted so far.
+    """
+    found = []
+    archive = layout.root / "archive"
+    if archive.is_dir():
+        for d in archive.iterdir():
+            if d.is_dir() and any(f.suffix == ".nsw" for f in d.iterdir()):
+                found.append("consumed windows in archive/")
+                break
+    if any(layout.checkpoints().glob(f"*{STATE_SUFFIX}")):
+        found.append("checkpoints in aggregator/state/")
+    if layout.cumulative_report().exists():
+        found.append("reports/cumulative.json")
+    if found:
+        raise LedgerDamaged(f"{layout.ledger()} is missing or empty, but {' and '.join(found)} exist: the ledger "
+                            f"was deleted or lost, and starting afresh would drop everything counted so far; "
+                            f"{REPAIR_HINT}")
+
+
+def recover(layout: Layout, cfg: AggregatorConfig, upstream: bool, epoch: int = 0) -> tuple[Ledger, State, list]:
+    """(ledger, state of its last generation, period files superseded but still named by the checkpoint).
+
+    ``epoch``: this holder's lease epoch; a ledger already written at a newer one means another
+    aggregator holds the share.
+    """
     prepare(layout)
+    failpoint("agg.recover")
     ckpt_dir = layout.checkpoints()
     ledger = Ledger.load(layout.aggregator())
+    if ledger.empty:
+        check_fresh(layout)
+    if epoch and ledger.epoch > epoch:
+        raise LedgerDamaged(f"{layout.ledger()} was written at lease epoch {ledger.epoch}, newer than this "
+                            f"aggregator's {epoch}: another aggregator holds this share; {REPAIR_HINT}")
     if ledger.checkpoint:
         header, mats = read_checkpoint(ckpt_dir, ledger.checkpoint)
         base = read_checkpoint(ckpt_dir, header["base_file"])[1]["cumulative"] if header["base_file"] else None
@@ -55,7 +90,8 @@ def recover(layout: Layout, cfg: AggregatorConfig, upstream: bool) -> tuple[Ledg
             raise NetsenseError(f"this shared directory aggregates {state.period_seconds}s periods; "
                                 f"restart with --period-seconds {state.period_seconds}")
         prune_checkpoints(ckpt_dir, ledger.checkpoint, state.base_file)
-        log.info("recovered generation %d: %d windows consumed so far", ledger.generation, len(ledger.consumed))
+        log.info("recovered generation %d: %d windows consumed so far", ledger.generation,
+                 state.counters.get("windows_consumed", 0))
         for s in state.unpublished:  # reports may lag the committed state: bring them up to date
             if s in state.periods:
                 state.periods[s].dirty = True
@@ -64,20 +100,57 @@ def recover(layout: Layout, cfg: AggregatorConfig, upstream: bool) -> tuple[Ledg
         prune_checkpoints(ckpt_dir, "")
     state.upstream = upstream
     state.top_n = cfg.top_n
+    state.find_final = lambda start: find_final(layout, state, start)
     in_checkpoint = {p.file for p in state.periods.values() if p.file}
     if ledger.replay:
         replay(layout, ledger, state, cfg.max_file_bytes)
-    return ledger, state, tidy_period_files(layout, ledger, state, in_checkpoint)
+    superseded = tidy_period_files(layout, ledger, state, in_checkpoint)
+    for p in list(state.periods.values()):
+        if p.final and p.file and not p.evictable:  # final by a replayed line: was its file written with it?
+            p.evictable = read_period_meta(layout.period_sums(), p.file) is not None
+        state.evict(p)  # final and published: its period file holds it
+    return ledger, state, superseded
+
+
+def find_final(layout: Layout, state: State, start: int) -> Period | None:
+    """Bring back a final period that left memory, from its newest committed period file."""
+    name = find_period_file(layout.period_sums(), stamp(start), state.generation)
+    meta = read_period_meta(layout.period_sums(), name) if name else None
+    if meta is None:
+        return None
+    meta["file"] = name
+    return Period.from_meta(meta)
 
 
 def tidy_period_files(layout: Layout, ledger: Ledger, state: State, in_checkpoint: set) -> list:
-    """Delete period files no committed state names (a crash before their ledger line); keep the
-    ones the loaded checkpoint names until a newer checkpoint replaces it (returned as superseded)."""
+    """Delete period files of uncommitted generations (a crash before their ledger line) and superseded
+    versions no checkpoint names; return the superseded ones the loaded checkpoint still names, to
+    delete once a newer checkpoint is the recovery point.
+
+    Final periods leave memory (``State.evict``), so the state does not name every committed
+    file: the newest file of each period up to the committed generation is its current one.
+    """
+    newest: dict = {}
+    older = []
     current = {p.file for p in state.periods.values() if p.file}
-    for f in layout.period_sums().glob(f"period-*{STATE_SUFFIX}"):
-        if f.name not in current and f.name not in in_checkpoint:
-            f.unlink(missing_ok=True)
-    return [(ledger.generation, f) for f in sorted(in_checkpoint - current)]
+    for f in sorted(layout.period_sums().glob(f"period-*{STATE_SUFFIX}")):
+        stem = f.name[:-len(STATE_SUFFIX)]
+        pid, _, g = stem[len("period-"):].rpartition("-g")
+        if not g.isdigit() or int(g) > ledger.generation:
+            if f.name not in current:
+                f.unlink(missing_ok=True)
+            continue
+        prev = newest.get(pid)
+        if prev is not None:
+            older.append(prev[1])
+        newest[pid] = (int(g), f.name)
+    keep = []
+    for f in older:  # superseded by a newer committed version: needed only if the checkpoint names it
+        if f in in_checkpoint or f in current:
+            keep.append((ledger.generation, f))
+        else:
+            (layout.period_sums() / f).unlink(missing_ok=True)
+    return keep
 
 
 def replay(layout: Layout, ledger: Ledger, state: State, max_file_bytes: int) -> None:
@@ -113,7 +186,9 @@ def replay(layout: Layout, ledger: Ledger, state: State, max_file_bytes: int) ->
         state.apply_batch(items, load_final)
         done = []
         for start, version, file in final:
-            p = state.periods[start]
+            p = state.periods.get(start)
+            if p is None:  # final before the checkpoint, restated by nothing in this line
+                continue
             p.final, p.version, p.file, p.dirty = True, version, file, True
             done.append(p)
         state.queue_upstream(done)

@@ -9,6 +9,7 @@ rebuild it (``apply_batch`` again, and the logged finalizations).  The sums are
 """
 from __future__ import annotations
 
+import bisect
 import secrets
 from dataclasses import dataclass, field
 
@@ -48,6 +49,18 @@ def add_range(ranges: dict, node: str, run: str, seq: int) -> None:
     lst[:] = merged
 
 
+def covered(ranges: dict, identity: str) -> bool:
+    """Whether window ``node/run/seq`` is in ``ranges`` (as ``add_range`` keeps them)."""
+    node, _, rest = identity.partition("/")
+    run, _, seq = rest.partition("/")
+    lst = ranges.get(node, {}).get(run)
+    if not lst or not seq.isdigit():
+        return False
+    s = int(seq)
+    i = bisect.bisect_right(lst, [s, float("inf")]) - 1
+    return i >= 0 and lst[i][0] <= s <= lst[i][1]
+
+
 @dataclass
 class Period:
     """One aligned period.  ``matrix`` is None for a final period whose sum lives in a file."""
@@ -61,6 +74,7 @@ class Period:
     version: int = 0       # final versions published; 0 while provisional
     file: str | None = None  # aggregator/periods/... holding the matrix once final
     dirty: bool = False    # changed since its last published report
+    evictable: bool = False  # its period file holds its bookkeeping too (see State.evict)
     upstream_delta: Sums | None = None  # late windows since the last upstream landing (not persisted:
                                              # it becomes an upstream window in the same transaction)
 
@@ -70,7 +84,12 @@ class Period:
 
     def meta(self) -> dict:
         return {"start": self.start, "end": self.end, "windows": self.windows, "nodes": self.nodes,
-                "final": self.final, "version": self.version, "file": self.file}
+                "final": self.final, "version": self.version, "file": self.file, "evictable": self.evictable}
+
+    @classmethod
+    def from_meta(cls, m: dict, matrix: Sums | None = None) -> "Period":
+        return cls(m["start"], m["end"], matrix, m["windows"], m["nodes"], m["final"], m["version"], m["file"],
+                   evictable=m.get("evictable", False))
 
 
 @dataclass
@@ -97,6 +116,12 @@ class State:
     upstream_pending: list = field(default_factory=list)  # [{"seq", "start", "end", "packets"}]
     upstream_mats: dict = field(default_factory=dict)     # seq -> matrix
     top_n: int = 10
+    # Final, published periods leave memory and the checkpoint (their sums and bookkeeping are
+    # in their period files): the state stays bounded by the open periods, not by history.
+    # Periods starting before ``evicted_before`` may be such periods; ``find_final(start)``
+    # (set by the daemon) loads one back when a late window restates it.
+    evicted_before: int = 0
+    find_final: object = None
     # Running analytics per open period start and for "cumulative" (not persisted: rebuilt
     # from the matrices after a restart).
     profiles: dict = field(default_factory=dict)
@@ -126,6 +151,10 @@ class State:
         sums = []
         for ps, group in sorted(groups.items()):
             p = self.periods.get(ps)
+            if p is None and ps < self.evicted_before and self.find_final is not None:
+                p = self.find_final(ps)  # a final period that left memory: a late window restates it
+                if p is not None:
+                    self.periods[ps] = p
             if p is None:
                 p = self.periods[ps] = Period(ps, ps + self.period_seconds, empty())
             if p.matrix is None:
@@ -161,6 +190,17 @@ class State:
 
     def forget(self, key) -> None:
         self.profiles.pop(key, None)
+
+    def evict(self, p: "Period") -> None:
+        """A final period, published, whose sum is in its period file: drop it from memory."""
+        if p.final and p.evictable and not p.dirty and p.file and p.upstream_delta is None:
+            self.periods.pop(p.start, None)
+            self.profiles.pop(p.start, None)
+            self.evicted_before = max(self.evicted_before, p.end)
+
+    def covers(self, identity: str) -> bool:
+        """Window ``identity`` has been consumed (its node/run/seq is in the coverage ranges)."""
+        return covered(self.coverage, identity)
 
     def finalize(self, done_nodes: set, known_nodes: set, grace_seconds: int) -> list[Period]:
         """Mark periods final by watermark; return those that became final (or were restated).
@@ -209,7 +249,7 @@ class State:
                   "watermarks": self.watermarks, "anonymization": self.anonymization,
                   "unpublished": self.unpublished, "counters": self.counters, "base_file": self.base_file,
                   "instance": self.instance, "upstream_seq": self.upstream_seq,
-                  "upstream_pending": self.upstream_pending,
+                  "upstream_pending": self.upstream_pending, "evicted_before": self.evicted_before,
                   "periods": {str(s): p.meta() for s, p in self.periods.items()}}
         mats = {"delta": self.delta}
         for u in self.upstream_pending:
@@ -230,11 +270,9 @@ class State:
         st = cls(header["period_seconds"], gen, cumulative, mats["delta"], header["base_file"], header["nodes"],
                  header["coverage"], header["watermarks"], {}, header["anonymization"], header["unpublished"],
                  header["counters"], instance=header["instance"], upstream_seq=header["upstream_seq"],
-                 upstream_pending=header["upstream_pending"])
+                 upstream_pending=header["upstream_pending"], evicted_before=header.get("evicted_before", 0))
         st.upstream_mats = {u["seq"]: mats[f"upstream:{u['seq']}"] for u in st.upstream_pending}
         for s, m in header["periods"].items():
             s = int(s)
-            p = Period(m["start"], m["end"], mats.get(f"period:{s}"), m["windows"], m["nodes"], m["final"],
-                       m["version"], m["file"])
-            st.periods[s] = p
+            st.periods[s] = Period.from_meta(m, mats.get(f"period:{s}"))
         return st

@@ -40,3 +40,11 @@ class AggregatorBusy(NetsenseError):
 
 class StateError(NetsenseError):
     """The aggregator's committed state (ledger, checkpoint) is unreadable."""
+
+
+class LeaseLost(NetsenseError):
+    """This aggregator's lease was taken over: it must stop without writing anything more."""
+
+
+class LedgerDamaged(StateError):
+    """The ledger holds something no single writer could have written: stop, and repair."""

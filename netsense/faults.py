@@ -1,19 +1,32 @@
-"""Failpoints: crash a daemon at a named step, for the crash-safety harness.
+"""Failpoints: make a daemon crash, or see an I/O error, at a named step, for the fault harnesses.
 
 Production runs never set ``NETSENSE_FAILPOINT`` and pay one ``is None``
 test per point.  ``NETSENSE_FAILPOINT=agg.ledger:3`` makes the process
 SIGKILL itself the 3rd time it reaches the point named ``agg.ledger`` — a
 real, unclean death at an exact step (no atexit, no flush, no finally),
-which random outside kills only hit by luck.
+which random outside kills only hit by luck.  ``agg.ledger:3:eio`` raises
+``OSError(EIO)`` there instead, as a failing disk or server would; several
+specs are separated by commas (``agg.ledger:1:eio,agg.recover:2:eio``).
+
+``NETSENSE_CLOCK_SKEW=SECONDS`` shifts this process's wall clock as seen by
+``wall()`` (the lease's notion of "now"), so a test can run a standby whose
+clock is ahead without changing the machine's.
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import time
 
 _SPEC = os.environ.get("NETSENSE_FAILPOINT")
-_NAME, _, _N = (_SPEC or "").partition(":")
-_left = int(_N or 1) if _SPEC else 0
+_POINTS: dict[str, list] = {}
+for _part in (_SPEC or "").split(","):
+    _name, _, _rest = _part.partition(":")
+    if _name:
+        _n, _, _mode = _rest.partition(":")
+        _POINTS[_name] = [int(_n or 1), _mode or "kill"]
+_SKEW = float(os.environ.get("NETSENSE_CLOCK_SKEW", "0") or 0)
 
 POINTS = (
     "col.land.temp",   # collector: temp file written and fsynced, not yet renamed
@@ -25,12 +38,22 @@ POINTS = (
     "agg.reports",     # aggregator: committed, some reports written
     "agg.archive",     # aggregator: committed, consumed files partly archived
 )
+EIO_POINTS = ("agg.recover",)  # only ever used with :eio (recovery reading the committed state)
 
 
 def failpoint(name: str) -> None:
-    global _left
-    if _SPEC is None or name != _NAME:
+    if _SPEC is None:
         return
-    _left -= 1
-    if _left <= 0:
+    p = _POINTS.get(name)
+    if p is None:
+        return
+    p[0] -= 1
+    if p[0] == 0:
+        if p[1] == "eio":
+            raise OSError(errno.EIO, f"injected I/O error at failpoint {name}")
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def wall() -> float:
+    """The wall clock, shifted by ``NETSENSE_CLOCK_SKEW`` (tests only)."""
+    return time.time() + _SKEW

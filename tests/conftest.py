@@ -51,10 +51,10 @@ def read_json(path: Path):
 class Proc:
     """A daemon started as a real process with ``python -m``; stopped with SIGTERM."""
 
-    def __init__(self, args: list[str], log: Path):
+    def __init__(self, args: list[str], log: Path, env: dict | None = None):
         self.log = log
         self.fh = open(log, "wb")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.p = subprocess.Popen(wing_command(args), stdout=self.fh, stderr=subprocess.STDOUT,
                                   cwd=ROOT, env=env)
 
@@ -74,8 +74,9 @@ class Proc:
         return self.log.read_text(errors="replace")
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(wing_command(args), capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(wing_command(args), capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+                          env=dict(os.environ, **env) if env else None)
 
 
 @pytest.fixture

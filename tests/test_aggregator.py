@@ -12,8 +12,9 @@ from oracle import nine, synthetic_packets
 
 from netsense.aggregator.config import AggregatorConfig
 from netsense.aggregator.daemon import Aggregator
+from netsense.aggregator.ledger import last_epoch
 from netsense.aggregator.loop import drain_aggregator
-from netsense.errors import AggregatorBusy
+from netsense.errors import AggregatorBusy, LeaseLost
 from netsense.collector.run import CollectorConfig, run_collector
 
 
@@ -23,7 +24,17 @@ def collect(shared, node, spec, **kw):
     return run_collector(cfg)
 
 
+def engine(cfg: AggregatorConfig) -> Aggregator:
+    """The transaction engine driven by hand, as a restarted process would be: the previous
+    instance's lease (the same test process, so not provably dead) is cleared and taken."""
+    agg = Aggregator(cfg)
+    agg.lease.path.unlink(missing_ok=True)
+    agg.lease.acquire(last_epoch(agg.layout.aggregator()))
+    return agg
+
+
 def drain(shared, **kw):
+    (shared / "aggregator" / "lease.json").unlink(missing_ok=True)  # an engine's, in this same process
     cfg = AggregatorConfig(shared, period_seconds=kw.pop("period_seconds", 2), **kw)
     return drain_aggregator(cfg)
 
@@ -34,7 +45,7 @@ def test_small_batches_with_rebasing_and_restarts_equal_the_reference(shared):
     # Every checkpoint rebases the cumulative sum (threshold 1 link); restart the aggregator
     # several times part-way through, each restart replaying what the last checkpoint lacks.
     for _ in range(3):
-        agg = Aggregator(AggregatorConfig(shared, period_seconds=2, batch_files=2, rebase_min_links=1))
+        agg = engine(AggregatorConfig(shared, period_seconds=2, batch_files=2, rebase_min_links=1))
         agg.recover()
         assert agg.step() == 2
     drain(shared, batch_files=3, rebase_min_links=1)
@@ -64,7 +75,7 @@ def wal_aggregator(shared, **kw):
     """An aggregator that never checkpoints on its own: commits are ledger lines only."""
     cfg = AggregatorConfig(shared, period_seconds=kw.pop("period_seconds", 3600), batch_files=2,
                            checkpoint_seconds=1e9, checkpoint_windows=10**9, **kw)
-    agg = Aggregator(cfg)
+    agg = engine(cfg)
     agg.recover()
     return agg
 
@@ -110,22 +121,31 @@ def test_finalizations_and_restatements_are_replayed_as_logged(shared):
     agg = wal_aggregator(shared, period_seconds=2)
     while agg.step():
         pass
-    finals = {s: (p.version, p.file) for s, p in agg.state.periods.items() if p.final}
+
+    def finals_of(a):  # start -> (version, period file), as the ledger's lines decided them
+        return {s: (v, f) for _, _, fin in a.ledger.replay for s, v, f in fin}
+
+    finals = finals_of(agg)
     assert finals and not list((shared / "aggregator" / "state").glob("checkpoint-*"))
+    # Final, published periods leave memory: their period files hold them.
+    assert not any(p.final for p in agg.state.periods.values())
     late.rename(held)  # arrives late: restates a final period, still without a checkpoint
     assert agg.step() == 1
-    restated = [s for s, p in agg.state.periods.items() if p.version == 2]
+    finals2 = finals_of(agg)
+    restated = [s for s, (v, _) in finals2.items() if v == 2]
     assert len(restated) == 1
-    finals = {s: (p.version, p.file) for s, p in agg.state.periods.items() if p.final}
     periods_dir = shared / "aggregator" / "periods"
     assert len(list(periods_dir.iterdir())) == len(finals) + 1  # the superseded version is kept for now
     again = wal_aggregator(shared, period_seconds=2)  # recovery: nothing decided again, all replayed
-    assert {s: (p.version, p.file) for s, p in again.state.periods.items() if p.final} == finals
+    assert finals_of(again) == finals2
     assert again.state.cumulative.isequal(agg.state.cumulative)
     # No checkpoint names the superseded file (the replay rebuilt that period from its windows): gone.
-    assert sorted(f.name for f in periods_dir.iterdir()) == sorted(f for _, f in finals.values())
+    current = {s: f for s, (_, f) in finals2.items()}
+    assert sorted(f.name for f in periods_dir.iterdir()) == sorted(current.values())
     drain(shared, period_seconds=2)
-    doc = read_json(shared / "reports" / "periods" / f"{again.state.periods[restated[0]].id}.json")
+    from netsense.layout import stamp
+
+    doc = read_json(shared / "reports" / "periods" / f"{stamp(restated[0])}.json")
     assert doc["version"] == 2 and doc["restatement"]
     assert read_json(shared / "reports" / "cumulative.json")["analytics"] == nine(*synthetic_packets(spec))
 
@@ -136,7 +156,7 @@ def test_background_checkpoints_become_the_recovery_point(shared):
 
     spec = "seed=9,packets=40000,rate=20000,hosts=800"
     collect(shared, "a", "synthetic:" + spec)
-    agg = Aggregator(AggregatorConfig(shared, period_seconds=3600, batch_files=2, checkpoint_windows=1,
+    agg = engine(AggregatorConfig(shared, period_seconds=3600, batch_files=2, checkpoint_windows=1,
                                       rebase_min_links=1))
     agg.recover()
     steps = 0
@@ -144,13 +164,17 @@ def test_background_checkpoints_become_the_recovery_point(shared):
         steps += 1
         agg.join_checkpoint()  # deterministic here; the daemon just goes on with the next batch
     lines = [json.loads(x) for x in (shared / "aggregator" / "ledger.jsonl").read_text().splitlines()]
-    assert steps == len(lines) >= 4
-    assert [x["checkpoint"] for x in lines] == [None] + [checkpoint_file(g) for g in range(1, len(lines))]
+    assert steps >= 4
+    # Each line names the checkpoint written after the previous one; once named, the ledger is
+    # compacted: a base line at that generation, then only the lines after it.
+    base, rest = lines[0], lines[1:]
+    assert base["base"] == steps - 1 and base["checkpoint"] == checkpoint_file(steps - 1)
+    assert [x["gen"] for x in rest] == [steps] and rest[0]["checkpoint"] == checkpoint_file(steps - 1)
     state = sorted(p.name for p in (shared / "aggregator" / "state").iterdir())
     # the named checkpoint and its base, plus the newest one (written, not yet named)
-    assert checkpoint_file(len(lines) - 1) in state and checkpoint_file(len(lines)) in state
+    assert checkpoint_file(steps - 1) in state and checkpoint_file(steps) in state
     again = wal_aggregator(shared)
-    assert [r[0] for r in again.ledger.replay] == [len(lines)]
+    assert [r[0] for r in again.ledger.replay] == [steps]
     assert again.state.cumulative.isequal(agg.state.cumulative)
     assert again.state.counters == agg.state.counters
 
@@ -204,21 +228,24 @@ def test_stale_lease_is_taken_over_but_a_fresh_one_is_not(shared):
     from netsense.aggregator.lease import Lease
 
     agg_dir = shared / "aggregator"
-    holder = Lease(agg_dir, ttl=30)
+    holder = Lease(agg_dir, ttl=2)
     holder.acquire()
     with pytest.raises(AggregatorBusy, match="another aggregator"):
-        Lease(agg_dir, ttl=30).acquire()
+        Lease(agg_dir, ttl=2).acquire()
     # A crashed holder on another host: its lease expired and was not renewed.
     doc = json.loads(holder.path.read_text())
     doc.update(host="elsewhere", pid=1, expires=doc["renewed"] - 100)
     holder.path.write_text(json.dumps(doc))
     old = holder.path.stat().st_mtime - 100
     os.utime(holder.path, (old, old))
-    newcomer = Lease(agg_dir, ttl=30)
-    newcomer.acquire()
+    newcomer = Lease(agg_dir, ttl=2)
+    newcomer.acquire()  # after watching it not change for ttl/2
     assert json.loads(holder.path.read_text())["owner"] == newcomer.owner
-    with pytest.raises(AggregatorBusy, match="taken over"):
-        holder.renew(force=True)
+    assert newcomer.epoch == holder.epoch + 1
+    with pytest.raises(LeaseLost, match="taken over"):
+        holder.renew()
+    with pytest.raises(LeaseLost):
+        holder.assert_held()
 
 
 def test_symlinks_and_foreign_names_are_refused_not_followed(shared, tmp_path):

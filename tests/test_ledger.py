@@ -14,7 +14,7 @@ from netsense.aggregator.ledger import Ledger, prune_checkpoints, read_checkpoin
     write_period_file
 from netsense.aggregator.state import Period, State, add_range, empty
 from netsense.aggregator.sums import Sums
-from netsense.errors import StateError
+from netsense.errors import LedgerDamaged, StateError
 from netsense.winfile import N
 
 P = 3600  # period seconds
@@ -125,14 +125,17 @@ def test_torn_last_line_is_ignored_and_truncated(tmp_path, tail):
     assert all(json.loads(x)["gen"] == i + 1 for i, x in enumerate(path.read_bytes().splitlines()))
 
 
-def test_gen_gap_with_valid_crc_is_not_committed(tmp_path):
+def test_a_gap_with_a_valid_crc_stops_the_load_and_cuts_nothing(tmp_path):
     good = _two_good_lines(tmp_path)
     rec = {"gen": 5, "checkpoint": checkpoint_file(5), "windows": []}
     rec["crc"] = L._crc(rec)
     with open(tmp_path / "ledger.jsonl", "ab") as f:
         f.write((json.dumps(rec) + "\n").encode())
-    assert Ledger.load(tmp_path).generation == 2
-    assert (tmp_path / "ledger.jsonl").stat().st_size == good
+    size = (tmp_path / "ledger.jsonl").stat().st_size
+    assert size > good
+    with pytest.raises(LedgerDamaged, match="skips to generation 5 after generation 2.*repair"):
+        Ledger.load(tmp_path)
+    assert (tmp_path / "ledger.jsonl").stat().st_size == size  # nothing was cut
 
 
 def test_valid_last_line_is_kept(tmp_path):
