@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from netsense.cli_support import setup_logging, stop_on_signals
+from netsense.cli_support import (MAX_SLOT_SECONDS, Finite, Whole, check_not_pseudo, setup_logging, stop_on_signals,
+                                  storage_message, usable_shared)
 from netsense.errors import NetsenseError
 from netsense.layout import check_node
 from netsense.winfile import load_secret
@@ -17,6 +18,7 @@ from .loop import drain_aggregator, run_aggregator
 from .reports import format_table
 from .retention import RetentionPolicy
 from .status import format_status, gather_status, load_report
+from .topology import check_parent
 
 SHARED = click.option("--shared", required=True, type=click.Path(file_okay=False, path_type=Path),
                       help="The shared directory the collectors land in.")
@@ -42,37 +44,43 @@ def main():
 @click.option("--observer", type=click.Choice(["auto", "inotify", "polling"]), default="auto", show_default=True,
               help="How to notice new files; 'auto' polls on network file systems (NFS, Lustre, CephFS, sshfs), "
                    "where inotify sees nothing written by other hosts.")
-@click.option("--period-seconds", default=60, show_default=True, type=click.IntRange(min=1),
-              help="Report period, aligned to UTC; a window belongs to the period containing its start.")
-@click.option("--grace", "grace_periods", default=3, show_default=True, type=click.IntRange(min=0),
+# Ranges of the numeric options (shown by --help; NaN, infinities and values outside are usage errors).
+@click.option("--period-seconds", default=60, show_default=True, type=Whole(1, MAX_SLOT_SECONDS),
+              help="Report period, aligned to UTC; a window belongs to the period containing its start (at most "
+                   "a week, so period names and nanosecond times stay in range).")
+@click.option("--grace", "grace_periods", default=3, show_default=True, type=Whole(0, 10_000),
               help="Periods to wait for silent nodes before a period is final anyway.")
-@click.option("--rescan-seconds", default=2.0, show_default=True, type=click.FloatRange(min=0.05),
-              help="Full rescan interval: the source of truth if an event is missed.")
-@click.option("--batch-files", default=256, show_default=True, type=click.IntRange(min=1),
-              help="Most window files summed per transaction.")
-@click.option("--checkpoint-seconds", default=30.0, show_default=True, type=click.FloatRange(min=0),
-              help="Checkpoint the running sums at least this often while windows arrive. Between checkpoints "
-                   "the ledger is a write-ahead log: a restart sums the archived windows since the last one again.")
-@click.option("--checkpoint-windows", default=4096, show_default=True, type=click.IntRange(min=1),
+@click.option("--rescan-seconds", default=2.0, show_default=True, type=Finite(0.05, 3600),
+              help="Full rescan interval: the source of truth if an event is missed (at most an hour).")
+@click.option("--batch-files", default=256, show_default=True, type=Whole(1, 65_536),
+              help="Most window files summed per transaction (a batch is held in memory).")
+@click.option("--checkpoint-seconds", default=30.0, show_default=True, type=Finite(0, 86_400),
+              help="Checkpoint the running sums at least this often while windows arrive (at most a day). Between "
+                   "checkpoints the ledger is a write-ahead log: a restart sums the archived windows since the last "
+                   "one again.")
+@click.option("--checkpoint-windows", default=4096, show_default=True, type=Whole(1, 10_000_000),
               help="... or after this many windows: bounds the replay after a crash.")
-@click.option("--report-seconds", default=0.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--report-seconds", default=0.0, show_default=True, type=Finite(0, 86_400),
               help="While busy, rewrite provisional period and cumulative reports at most this often "
                    "(final periods are reported at once; everything is brought up to date when idle).")
-@click.option("--top", "top_n", default=10, show_default=True, type=click.IntRange(min=0),
+@click.option("--top", "top_n", default=10, show_default=True, type=Whole(0, 10_000),
               help="Top-N talkers listed in reports.")
-@click.option("--max-file-bytes", default=1 << 30, show_default=True, type=click.IntRange(min=1024),
-              help="Window files larger than this are quarantined unread.")
+@click.option("--max-file-bytes", default=1 << 30, show_default=True, type=Whole(1024, 1 << 36),
+              help="Window files larger than this are quarantined unread (a file is read whole: at most 64 GiB).")
 @click.option("--secret", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Shared secret file: quarantine every window without a valid HMAC for it (bad_hmac).")
-@click.option("--retain-days", type=click.FloatRange(min=0), default=None,
-              help="Delete archived (consumed) window files older than this many days. Reports are kept.")
-@click.option("--retain-gb", type=click.FloatRange(min=0), default=None,
-              help="Delete the oldest archived window files while the archive exceeds this size.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--retain-days", type=Finite(0, 36_500), default=None,
+              help="Delete archived (consumed) window files older than this many days (at most a century). "
+                   "Reports are kept.")
+@click.option("--retain-gb", type=Finite(0, 1e9), default=None,
+              help="Delete the oldest archived window files while the archive exceeds this many GiB.")
+@click.option("--threads", default=1, show_default=True, type=Whole(1, 1024),
               help="GraphBLAS threads. One is fastest on busy or small hosts; raise it on a dedicated big one.")
 @click.option("--parent", type=click.Path(file_okay=False, path_type=Path),
               help="Hierarchical aggregation: also land each final period sum as a window file in this parent "
-                   "shared directory, where another aggregator sums it (rack -> site -> global).")
+                   "shared directory, where another aggregator sums it (rack -> site -> global). It must be "
+                   "another share, neither SHARED itself nor inside it nor containing it; parents form a tree "
+                   "(windows that come back through a loop of parents are quarantined as feedback_loop).")
 @click.option("--parent-node", help="Node name to land under in --parent (default: agg-<hostname>).")
 @click.option("-v", "--verbose", count=True)
 @click.option("-q", "--quiet", is_flag=True)
@@ -87,6 +95,12 @@ def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, b
     setup_logging(verbose, quiet)
     stop = stop_on_signals("finishing the transaction")
     try:
+        # Start-up checks, before anything is written: a share that can never work, a parent that
+        # would feed this share's sums back into it.
+        usable_shared(shared)
+        if parent is not None:
+            check_not_pseudo(parent, "--parent")
+            check_parent(shared, parent)
         cfg = AggregatorConfig(shared, observer, period_seconds, grace_periods, rescan_seconds, batch_files,
                                top_n, max_file_bytes, secret=load_secret(secret) if secret else None,
                                retention=RetentionPolicy(None if retain_days is None else retain_days * 86400,
@@ -97,6 +111,8 @@ def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, b
         (drain_aggregator if once else run_aggregator)(cfg, stop)
     except NetsenseError as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # the share refused the start-up (creating its tree, the lease): one line
+        raise click.ClickException(storage_message(e, shared)) from None
 
 
 @main.command()

@@ -22,6 +22,7 @@ from .stream import CHUNK_BYTES, READ_BYTES, TICK, Framer, _Emitter
 log = logging.getLogger("netsense.collector.livecap")  # the name the live sources had as one module
 
 DEFAULT_SETTLE = 5.0      # follow: seconds a compressed/empty file must keep its size to be complete
+MAX_SETTLE = 3600.0       # ... at most an hour (a rotation interval longer than that still works: a later file ends it)
 
 
 def follow_target(spec: str, arg: str) -> tuple[Path, str | None]:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from netsense.addresses import str_to_ip
+from netsense.cli_support import parse_number
 from netsense.errors import ConfigError, SourceError
 
 from .capture_files import CAPTURE_MAGICS, natural_key
@@ -45,14 +46,16 @@ SPEC_HELP = (
     "pcap:PATH (classic pcap or pcapng, .gz/.zst too; PATH is a file, a directory or a quoted glob: "
     "files in name order), "
     "pcap:DIR?follow=1[,settle=S] (keep reading a directory, or glob, of rotating captures as files "
-    "appear; live), "
+    "appear; live; settle: seconds a compressed file must keep its size, 0..3600, default 5), "
     "pcap:- (a capture on stdin, e.g. tcpdump -U -w -; a FIFO works too; live), "
     "iface:NAME (capture from a Linux interface, or 'any'; needs root or CAP_NET_RAW; live), "
     "csv:PATH[?sep=tab] and parquet:PATH (columns src,dst[,packets][,ts]; without ts all rows get the "
     "file's mtime), "
     "access-log:PATH?server=IP (Apache/nginx common or combined log: one request = one packet, "
     "client -> IP), "
-    "synthetic:seed=N,packets=N,rate=PPS,hosts=N,alpha=A,realtime=0|1 (seeded heavy-tailed traffic)"
+    "synthetic:seed=N,packets=N,rate=PPS,hosts=N,alpha=A,realtime=0|1,pace=PPS,start=T,batch=N (seeded "
+    "heavy-tailed traffic; seed 0..2^64-1, packets 0..2^53 with 0 endless, rate 0.001..1e9, hosts 1..2^24, "
+    "alpha 1<x<=100, pace 0..1e9 with 0 unthrottled, start 0..9e9 epoch seconds, batch 1..2^24)"
 )
 
 
@@ -131,17 +134,15 @@ def bool_option(spec: str, opts: dict, key: str, default: bool = False) -> bool:
     raise ConfigError(f"source {spec!r}: {key} must be 0 or 1, got {v!r}")
 
 
-def float_option(spec: str, opts: dict, key: str, default: float, minimum: float = 0.0) -> float:
+def float_option(spec: str, opts: dict, key: str, default: float, minimum: float, maximum: float) -> float:
+    """A numeric option in [minimum, maximum]: NaN, infinities and values outside are ``ConfigError``."""
     v = opts.get(key)
     if v is None:
         return default
     try:
-        x = float(v)
-    except ValueError:
-        raise ConfigError(f"source {spec!r}: {key} must be a number, got {v!r}") from None
-    if not x >= minimum:
-        raise ConfigError(f"source {spec!r}: {key} must be >= {minimum:g}, got {v!r}")
-    return x
+        return parse_number(v, minimum, maximum)
+    except ValueError as e:
+        raise ConfigError(f"source {spec!r}: {key}: {e}") from None
 
 
 def _listable(name: str) -> bool:
@@ -220,10 +221,10 @@ def _open_pcap(spec: str, arg: str, node: str, windowing: tuple) -> Source:
         stream.check_stdin(spec)
         return Source(spec, _live_run(), True, lambda stop: stream.stream_batches(spec, None, stop))
     if follow:
-        from .follow import DEFAULT_SETTLE, follow_batches, follow_target
+        from .follow import DEFAULT_SETTLE, MAX_SETTLE, follow_batches, follow_target
 
+        settle = float_option(spec, opts, "settle", DEFAULT_SETTLE, 0.0, MAX_SETTLE)
         directory, pattern = follow_target(spec, path_arg)
-        settle = float_option(spec, opts, "settle", DEFAULT_SETTLE)
         return Source(spec, _live_run(), True,
                       lambda stop: follow_batches(spec, directory, pattern, settle, stop))
     p = Path(path_arg).expanduser()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netsense.cli_support import MAX_EPOCH, parse_number
 from netsense.errors import ConfigError
 
 from .records import LIMITED_BROADCAST, make_records
@@ -33,22 +34,44 @@ class SyntheticSpec:
 
     @classmethod
     def parse(cls, text: str) -> "SyntheticSpec":
-        """Parse ``seed=1,packets=500000,rate=50000`` (every key optional)."""
+        """Parse ``seed=1,packets=500000,rate=50000`` (every key optional; ranges in ``RANGES``)."""
         kw = {}
-        types = {f: t for f, t in cls.__annotations__.items()}
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, sep, val = part.partition("=")
-            if not sep or key not in types:
-                raise ConfigError(f"synthetic: unknown option {part!r}; known: {', '.join(types)}")
+            key = key.strip()
+            if not sep or key not in RANGES:
+                raise ConfigError(f"synthetic: unknown option {part!r}; known: {', '.join(RANGES)}")
+            if RANGES[key] is bool:
+                v = val.strip().lower()
+                if v not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+                    raise ConfigError(f"synthetic: {key} must be 0 or 1, got {val!r}")
+                kw[key] = v in ("1", "true", "yes", "on")
+                continue
+            lo, hi, integer, lo_open = RANGES[key]
             try:
-                kw[key] = val.lower() in ("1", "true", "yes") if types[key] in ("bool", bool) else (
-                    float(val) if types[key] in ("float", float) else int(float(val)))
-            except ValueError:
-                raise ConfigError(f"synthetic: {key} must be a number, got {val!r}") from None
+                kw[key] = parse_number(val, lo, hi, integer=integer, lo_open=lo_open)
+            except ValueError as e:
+                raise ConfigError(f"synthetic: {key}: {e}") from None
         spec = cls(**kw)
-        if spec.packets < 0 or spec.rate <= 0 or spec.hosts < 1 or spec.alpha <= 1 or spec.batch < 1 or spec.pace < 0:
-            raise ConfigError("synthetic: need packets >= 0, rate > 0, hosts >= 1, alpha > 1, batch >= 1")
+        if spec.packets and spec.start + spec.packets / spec.rate > MAX_EPOCH:
+            raise ConfigError(f"synthetic: packets={spec.packets} at rate={spec.rate:g} from start={spec.start} end "
+                              f"after 2255-03-14 (epoch {MAX_EPOCH}); raise rate or lower packets or start")
         return spec
+
+
+# The range of every key (shown in --source's help): what the generator's arithmetic and memory
+# allow.  (low, high, integer, low excluded) or bool.
+RANGES = {
+    "seed": (0, 2**64 - 1, True, False),      # numpy's generator takes any unsigned 64-bit seed
+    "packets": (0, 2**53, True, False),       # 0 = endless; packet indexes stay exact as float64 times
+    "rate": (0.001, 1e9, False, False),       # packets per second of packet time
+    "start": (0, MAX_EPOCH, True, False),     # UTC seconds; int64 nanoseconds hold times to 2262
+    "hosts": (1, 1 << 24, True, False),       # two pools of this many addresses are drawn up front
+    "alpha": (1, 100, False, True),           # Zipf needs alpha > 1
+    "batch": (1, 1 << 24, True, False),       # records per batch, held in memory at once
+    "realtime": bool,
+    "pace": (0, 1e9, False, False),           # 0 = unthrottled
+}
 
 
 def _pool(rng: np.random.Generator, n: int) -> np.ndarray:
