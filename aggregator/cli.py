@@ -82,11 +82,14 @@ def main():
                    "another share, neither SHARED itself nor inside it nor containing it; parents form a tree "
                    "(windows that come back through a loop of parents are quarantined as feedback_loop).")
 @click.option("--parent-node", help="Node name to land under in --parent (default: agg-<hostname>).")
+@click.option("--lease-ttl", default=30.0, show_default=True, type=Finite(1, 3600),
+              help="Seconds the aggregator lease lasts without renewal (renewed every third of it). A standby "
+                   "takes over a silent lease after it expires and has not changed for half of it more.")
 @click.option("-v", "--verbose", count=True)
 @click.option("-q", "--quiet", is_flag=True)
 def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, batch_files, checkpoint_seconds,
         checkpoint_windows, report_seconds, top_n,
-        max_file_bytes, secret, retain_days, retain_gb, threads, parent, parent_node, verbose, quiet):
+        max_file_bytes, secret, retain_days, retain_gb, threads, parent, parent_node, lease_ttl, verbose, quiet):
     """Aggregate landed windows into SHARED/reports/ (daemon, or --once).
 
     Only one aggregator may run per shared directory; a second one refuses to
@@ -107,12 +110,49 @@ def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, b
                                                          None if retain_gb is None else int(retain_gb * 2**30)),
                                threads=threads, checkpoint_seconds=checkpoint_seconds,
                                checkpoint_windows=checkpoint_windows, report_seconds=report_seconds, parent=parent,
-                               parent_node=check_node(parent_node or default_parent_node()))
+                               parent_node=check_node(parent_node or default_parent_node()), lease_ttl=lease_ttl)
         (drain_aggregator if once else run_aggregator)(cfg, stop)
     except NetsenseError as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:  # the share refused the start-up (creating its tree, the lease): one line
         raise click.ClickException(storage_message(e, shared)) from None
+
+
+@main.command()
+@SHARED
+@click.option("--period-seconds", default=None, type=Whole(1, MAX_SLOT_SECONDS),
+              help="Report period, only for a share without any readable checkpoint (default: the checkpoint's, "
+                   "else 60).")
+@click.option("--secret", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Shared secret file: only windows with a valid HMAC for it are counted.")
+@click.option("-v", "--verbose", count=True)
+@click.option("-q", "--quiet", is_flag=True)
+def repair(shared, period_seconds, secret, verbose, quiet):
+    """Rebuild the committed state exactly from checkpoints and window files, or refuse.
+
+    Run it when the aggregator stops saying the ledger is damaged or missing, with
+    every aggregator on SHARED stopped. It starts from the newest readable
+    checkpoint and adds every window file in archive/ and nodes/ that checkpoint
+    does not hold, each once; it refuses when the result could not be exact. The
+    old ledger is kept as aggregator/ledger.jsonl.damaged-<stamp>.
+    """
+    from .repair import repair as do_repair
+
+    setup_logging(verbose, quiet)
+    try:
+        usable_shared(shared)
+        cfg = AggregatorConfig(shared, period_seconds=period_seconds or 60,
+                               secret=load_secret(secret) if secret else None)
+        s = do_repair(cfg, period_seconds_given=period_seconds is not None)
+    except NetsenseError as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(storage_message(e, shared)) from None
+    click.echo(f"repaired {shared}: rebuilt on {s.checkpoint or 'an empty state'} plus {s.windows_added} window "
+               f"file(s) ({s.packets_added:,} packets) it did not hold; {s.copies_dropped} file(s) it already held; "
+               f"new ledger at generation {s.generation}"
+               + (f"; the old ledger ({s.ledger_lines} valid, {s.damaged_lines} damaged lines) is kept as "
+                  f"aggregator/{s.kept_as}" if s.kept_as else ""))
 
 
 @main.command()

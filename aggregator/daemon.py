@@ -17,12 +17,12 @@ from pathlib import Path
 
 from netsense.faults import failpoint
 from netsense.layout import Layout, checkpoint_file_gen, period_sum_file
+from netsense.lease import Lease
 
 from . import recovery
 from .checkpointer import Checkpointer
 from .config import AggregatorConfig
 from .intake import Intake
-from .lease import Lease
 from .ledger import write_period_file
 from .nodes import NodeStatuses
 from .publish import Publisher, write_aggregator_status
@@ -37,7 +37,7 @@ class Aggregator:
     def __init__(self, cfg: AggregatorConfig):
         self.cfg = cfg
         self.layout = Layout(cfg.shared)
-        self.lease = Lease(self.layout.aggregator(), cfg.lease_ttl)
+        self.lease = Lease(self.layout.lease(), cfg.lease_ttl)
         self.run_counters = {"duplicates": 0, "conflicts": 0, "quarantined": 0}
         self.intake = Intake(self.layout, cfg, self.run_counters)
         self.statuses = NodeStatuses(self.layout)

@@ -29,16 +29,16 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from netsense import winfile
 from netsense.errors import BadWindowFile, StateError
 from netsense.layout import CHECKPOINT_PREFIX, STATE_SUFFIX, Layout, WindowName, checkpoint_file_gen, stamp
+from netsense.lease import Lease
 
 from . import recovery
 from .checkpointer import Checkpointer
 from .config import AggregatorConfig
-from .lease import Lease
 from .ledger import _line, last_epoch, parse_line, read_checkpoint, write_period_file
 from .publish import Publisher
 from .state import State
@@ -74,7 +74,8 @@ def _valid_lines(layout: Layout) -> tuple[list[dict], int]:
     return [r for r in recs if r is not None], sum(r is None for r in recs)
 
 
-def _newest_checkpoint(layout: Layout, cfg: AggregatorConfig) -> tuple[str | None, State]:
+def _newest_checkpoint(layout: Layout, cfg: AggregatorConfig, period_seconds_given: bool
+                       ) -> tuple[str | None, State]:
     """The newest checkpoint that reads back whole (with its cumulative base), or an empty state."""
     names = sorted((p.name for p in layout.checkpoints().glob(f"{CHECKPOINT_PREFIX}-*{STATE_SUFFIX}")),
                    key=checkpoint_file_gen, reverse=True)
@@ -83,13 +84,29 @@ def _newest_checkpoint(layout: Layout, cfg: AggregatorConfig) -> tuple[str | Non
             header, mats = read_checkpoint(layout.checkpoints(), name)
             base = read_checkpoint(layout.checkpoints(), header["base_file"])[1]["cumulative"] \
                 if header["base_file"] else None
-            return name, State.from_checkpoint(checkpoint_file_gen(name), header, mats, base)
+            st = State.from_checkpoint(checkpoint_file_gen(name), header, mats, base)
+            if period_seconds_given and st.period_seconds != cfg.period_seconds:
+                raise RepairRefused(f"this share aggregates {st.period_seconds}s periods (checkpoint {name}); "
+                                    f"repair without --period-seconds")
+            return name, st
         except (StateError, KeyError, TypeError, ValueError) as e:
             log.warning("repair: checkpoint %s is not usable (%s); trying an older one", name, e)
-    return None, State(cfg.period_seconds)
+    return None, State(cfg.period_seconds if period_seconds_given else _reported_period(layout, cfg.period_seconds))
 
 
-def _window_files(layout: Layout, max_bytes: int) -> tuple[dict, list]:
+def _reported_period(layout: Layout, default: int) -> int:
+    """With no checkpoint left, the period length the published period reports used."""
+    for f in sorted(layout.period_reports().glob("*.json"))[:1]:
+        try:
+            seconds = json.loads(f.read_text())["period"]["seconds"]
+            if type(seconds) is int and seconds > 0:
+                return seconds
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return default
+
+
+def _window_files(layout: Layout, max_bytes: int, secret: bytes | None) -> tuple[dict, list]:
     """identity -> (path, parsed) of every valid window file in archive/ and nodes/; and conflicts."""
     found: dict = {}
     conflicts = []
@@ -105,6 +122,8 @@ def _window_files(layout: Layout, max_bytes: int) -> tuple[dict, list]:
                     continue
                 try:
                     parsed = winfile.read(f, max_bytes)
+                    if secret is not None:
+                        winfile.verify_hmac(parsed, secret)
                     winfile.check_window(parsed, name)
                 except (OSError, BadWindowFile):
                     continue  # not ours to judge here: the daemon's intake quarantines bad files
@@ -117,19 +136,20 @@ def _window_files(layout: Layout, max_bytes: int) -> tuple[dict, list]:
     return found, conflicts
 
 
-def repair(cfg: AggregatorConfig, secret: bytes | None = None) -> RepairSummary:
+def repair(cfg: AggregatorConfig, period_seconds_given: bool = False) -> RepairSummary:
     layout = Layout(cfg.shared)
     s = RepairSummary()
-    lease = Lease(layout.aggregator(), cfg.lease_ttl)
+    lease = Lease(layout.lease(), cfg.lease_ttl)
     lines, s.damaged_lines = _valid_lines(layout)
     s.ledger_lines = len(lines)
     lease.acquire(max([last_epoch(layout.aggregator())] + [r.get("epoch", 0) for r in lines]))
     try:
         recovery.prepare(layout)
-        s.checkpoint, st = _newest_checkpoint(layout, cfg)
+        s.checkpoint, st = _newest_checkpoint(layout, cfg, period_seconds_given)
+        cfg = replace(cfg, period_seconds=st.period_seconds)
         base_gen = checkpoint_file_gen(s.checkpoint)
         st.find_final = lambda start: recovery.find_final(layout, st, start)
-        found, conflicts = _window_files(layout, cfg.max_file_bytes)
+        found, conflicts = _window_files(layout, cfg.max_file_bytes, cfg.secret)
         if conflicts:
             raise RepairRefused(f"windows {conflicts[:3]} exist twice with different content: remove the wrong "
                                 f"copies (compare them with netsense-aggregator status), then repair again")

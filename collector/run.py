@@ -19,6 +19,7 @@ from netsense import __version__, landing, statusdoc, winfile
 from netsense.errors import AlreadyLanded, LandingError
 from netsense.faults import failpoint
 from netsense.layout import Layout, WindowName, check_node, iso
+from netsense.lease import NodeLease
 
 from .records import tail
 from .sources import Source, open_source
@@ -116,6 +117,9 @@ class Collector:
         self.secret = secret
         self.started = time.time()
         self._last_status = 0.0
+        # The node lease lasts three missed heartbeats (at least 15 s): a collector that died is
+        # replaced that soon on another host, at once on this one.
+        self.lease_ttl = max(15.0, 3 * cfg.status_interval)
         self.landing_dir = self.layout.landing(cfg.node)
         # Landing is mostly waiting (write, fsync, rename, fsync of the folder): it runs on one
         # background thread while the next window is read and encoded.  At most one window is
@@ -297,8 +301,20 @@ class Collector:
     def run(self, stop: threading.Event) -> RunSummary:
         _gb_ss.config["nthreads"] = 1  # small matrices: OpenMP threads cost more than they give
         self.layout.ensure(self.landing_dir, self.layout.status_dir())
+        # One running collector per node name, on any host: two would land the same traffic twice
+        # (or interleave two sources under one name). Held for the whole run, renewed by a thread.
+        lease = NodeLease(self.layout.node_lease(self.cfg.node), self.cfg.node, self.lease_ttl)
+        lease.acquire()
+        lease.start_heartbeat()
+        try:
+            return self._run(stop)
+        finally:
+            lease.release()
+
+    def _run(self, stop: threading.Event) -> RunSummary:
         stale = landing.remove_stale_temps(self.landing_dir) + landing.remove_stale_temps(
-            self.layout.status_dir(), f"{self.cfg.node}.json.")
+            self.layout.status_dir(), f"{self.cfg.node}.json.") + landing.remove_stale_temps(
+            self.layout.status_dir(), f"{self.cfg.node}.lease.")
         if stale:
             log.info("removed %d temp file(s) left by an earlier run", stale)
         log.info("node %s: source %s (run %s), windows of %d packets / %d s, landing in %s",

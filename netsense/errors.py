@@ -38,6 +38,10 @@ class AggregatorBusy(NetsenseError):
     """Another aggregator holds the lease on this shared directory."""
 
 
+class NodeBusy(NetsenseError):
+    """Another collector, on this host or another, holds this node name."""
+
+
 class StateError(NetsenseError):
     """The aggregator's committed state (ledger, checkpoint) is unreadable."""
 

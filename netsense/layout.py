@@ -25,7 +25,8 @@ ARCHIVE_DIR = "archive"        # archive/<node>/<file>  consumed window files
 TREE = (NODES_DIR, STATUS_DIR, AGGREGATOR_DIR, REPORTS_DIR, QUARANTINE_DIR, ARCHIVE_DIR)
 
 WINDOW_SUFFIX = ".nsw"
-REASON_SUFFIX = ".reason.json"  # quarantine/<node>/<file><REASON_SUFFIX>: why <file> was refused
+REASON_SUFFIX = ".reason.json"
+NODE_LEASE_SUFFIX = ".lease"    # status/<node>.lease: the collector holding the node name  # quarantine/<node>/<file><REASON_SUFFIX>: why <file> was refused
 
 # --- inside aggregator/ (private to the lease holder; mirrored in the tree) ---
 LEASE_FILE = "lease.json"            # who is the aggregator; heartbeat + expiry
@@ -154,6 +155,9 @@ class Layout:
 
     def status_dir(self) -> Path:
         return self.root / STATUS_DIR
+
+    def node_lease(self, node: str) -> Path:
+        return self.root / STATUS_DIR / f"{check_node(node)}{NODE_LEASE_SUFFIX}"
 
     def aggregator(self) -> Path:
         return self.root / AGGREGATOR_DIR

@@ -225,20 +225,20 @@ def test_period_waits_for_a_running_node_then_grace_finalizes_it(shared):
 
 
 def test_stale_lease_is_taken_over_but_a_fresh_one_is_not(shared):
-    from netsense.aggregator.lease import Lease
+    from netsense.lease import Lease
 
     agg_dir = shared / "aggregator"
-    holder = Lease(agg_dir, ttl=2)
+    holder = Lease(agg_dir / "lease.json", ttl=2)
     holder.acquire()
     with pytest.raises(AggregatorBusy, match="another aggregator"):
-        Lease(agg_dir, ttl=2).acquire()
+        Lease(agg_dir / "lease.json", ttl=2).acquire()
     # A crashed holder on another host: its lease expired and was not renewed.
     doc = json.loads(holder.path.read_text())
     doc.update(host="elsewhere", pid=1, expires=doc["renewed"] - 100)
     holder.path.write_text(json.dumps(doc))
     old = holder.path.stat().st_mtime - 100
     os.utime(holder.path, (old, old))
-    newcomer = Lease(agg_dir, ttl=2)
+    newcomer = Lease(agg_dir / "lease.json", ttl=2)
     newcomer.acquire()  # after watching it not change for ttl/2
     assert json.loads(holder.path.read_text())["owner"] == newcomer.owner
     assert newcomer.epoch == holder.epoch + 1

@@ -1,4 +1,8 @@
-"""One aggregator per shared directory: a lease with an epoch, a heartbeat and fencing.
+"""One writer per role: a lease file with an epoch, a heartbeat and fencing.
+
+Two roles hold one: the aggregator of a shared directory (``aggregator/lease.json``) and the
+collector of each node name (``status/<node>.lease``), so a second aggregator, or a second
+collector started with the same ``--node``, on any host, refuses instead of counting twice.
 
 A local lock would not stop a second aggregator on another host, so the guard
 lives in the shared directory itself.  The lease is created with O_EXCL and
@@ -32,18 +36,19 @@ import time
 import uuid
 from pathlib import Path
 
-from netsense import landing
-from netsense.errors import AggregatorBusy, LandingError, LeaseLost
-from netsense.faults import wall
-from netsense.layout import LEASE_FILE
+from . import landing
+from .errors import AggregatorBusy, LandingError, LeaseLost, NodeBusy
+from .faults import wall
 
 log = logging.getLogger("netsense.aggregator")
 MAX_LEASE_BYTES = 64 << 10
 
 
 class Lease:
-    def __init__(self, directory: Path, ttl: float = 30.0):
-        self.path = directory / LEASE_FILE
+    """The aggregator's lease (``path``: ``Layout.lease()``); ``NodeLease`` is a collector's."""
+
+    def __init__(self, path: Path, ttl: float = 30.0):
+        self.path = Path(path)
         self.ttl = ttl
         self.owner = uuid.uuid4().hex
         self.host = socket.gethostname()
@@ -115,21 +120,23 @@ class Lease:
             if not self._looks_expired(doc):
                 raise self._busy(doc)
             self._watch_for_life(doc)  # expired by the clock; make sure by watching it
-        log.warning("taking over the expired lease of host %s pid %s (epoch %s)", doc.get("host"), doc.get("pid"),
-                    doc.get("epoch"))
+        log.warning("taking over the expired lease %s of host %s pid %s (epoch %s)", self.path.name, doc.get("host"),
+                    doc.get("pid"), doc.get("epoch"))
         self.epoch = max(floor_epoch, self._epoch_of(doc)) + 1
         landing.write_text(self.path, self._doc())
         self._renewed = time.monotonic()
         now = self.holder() or {}
         if now.get("owner") != self.owner:  # lost a takeover race
-            raise AggregatorBusy("another aggregator took the lease at the same moment")
+            raise self._busy(now)
 
-    def _busy(self, doc: dict) -> AggregatorBusy:
+    def _busy(self, doc: dict) -> Exception:
+        return AggregatorBusy(f"another aggregator holds {self.path} ({self._who(doc)}); stop it first, or wait "
+                              f"{self.ttl:.0f}s after it died")
+
+    def _who(self, doc: dict) -> str:
         renewed = doc.get("renewed")
         ago = f"{wall() - renewed:.0f}s ago" if isinstance(renewed, (int, float)) else "at an unknown time"
-        return AggregatorBusy(
-            f"another aggregator holds {self.path} (host {doc.get('host', '?')}, pid {doc.get('pid', '?')}, "
-            f"lease renewed {ago}); stop it first, or wait {self.ttl:.0f}s after it died")
+        return f"host {doc.get('host', '?')}, pid {doc.get('pid', '?')}, lease renewed {ago}"
 
     def _watch_for_life(self, seen: dict) -> None:
         """Refuse if the lease changes within ttl/2 (its holder is alive, whatever the clocks say)."""
@@ -200,3 +207,15 @@ class Lease:
                     self.path.unlink()
                 except OSError:
                     pass
+
+
+class NodeLease(Lease):
+    """A collector's hold on its node name: ``status/<node>.lease``."""
+
+    def __init__(self, path: Path, node: str, ttl: float = 30.0):
+        super().__init__(path, ttl)
+        self.node = node
+
+    def _busy(self, doc: dict) -> Exception:
+        return NodeBusy(f"node {self.node} is already being collected ({self._who(doc)}): give this collector "
+                        f"another --node, or stop the other one first")
