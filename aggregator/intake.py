@@ -90,15 +90,13 @@ class Intake:
                 self.quarantine(c.path, c.node_dir, "wrong_folder", f"node {c.name.node} in nodes/{c.node_dir}")
                 continue
             try:
-                if not c.path.is_file() or c.path.is_symlink():
-                    raise BadWindowFile("not_regular_file", "symlinks and special files are never read")
-                size = c.path.stat().st_size
-                if size > self.cfg.max_file_bytes:
-                    raise BadWindowFile("too_large", f"{size} bytes > --max-file-bytes {self.cfg.max_file_bytes}")
-                parsed = winfile.read(c.path, self.cfg.max_file_bytes)
+                # One open, then fstat on the descriptor: a FIFO, symlink or device swapped in after
+                # the scan is refused (not_regular_file) instead of hanging or being followed; the
+                # size limit, the bounded header parse and the HMAC (before any field is read) are
+                # all checked inside read().
+                parsed = winfile.read(c.path, self.cfg.max_file_bytes, secret=self.cfg.secret,
+                                      max_size=self.cfg.max_file_bytes)
                 failpoint("agg.read")
-                if self.cfg.secret is not None:
-                    winfile.verify_hmac(parsed, self.cfg.secret)
                 sha = parsed.header["payload"]["sha256"][:16]
                 ident = c.name.identity
                 seen = ledger.consumed.get(ident) or b.ids.get(ident)

@@ -103,7 +103,7 @@ def recover(layout: Layout, cfg: AggregatorConfig, upstream: bool, epoch: int = 
     state.find_final = lambda start: find_final(layout, state, start)
     in_checkpoint = {p.file for p in state.periods.values() if p.file}
     if ledger.replay:
-        replay(layout, ledger, state, cfg.max_file_bytes)
+        replay(layout, ledger, state, cfg.max_file_bytes, cfg.secret)
     superseded = tidy_period_files(layout, ledger, state, in_checkpoint)
     for p in list(state.periods.values()):
         if p.final and p.file and not p.evictable:  # final by a replayed line: was its file written with it?
@@ -153,7 +153,7 @@ def tidy_period_files(layout: Layout, ledger: Ledger, state: State, in_checkpoin
     return keep
 
 
-def replay(layout: Layout, ledger: Ledger, state: State, max_file_bytes: int) -> None:
+def replay(layout: Layout, ledger: Ledger, state: State, max_file_bytes: int, secret: bytes | None = None) -> None:
     """Sum again the windows of the generations committed after the checkpoint.
 
     Each must have the content the ledger recorded; the periods a generation
@@ -171,7 +171,7 @@ def replay(layout: Layout, ledger: Ledger, state: State, max_file_bytes: int) ->
             parsed = None
             for path in (layout.archive(name.node) / filename, layout.landing(name.node) / filename):
                 try:
-                    cand = winfile.read(path, max_file_bytes)
+                    cand = winfile.read(path, max_file_bytes, secret=secret)  # HMAC checked before parsing
                 except (OSError, BadWindowFile):
                     continue
                 if cand.header["payload"]["sha256"][:16] == sha:

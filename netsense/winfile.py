@@ -17,13 +17,23 @@ anything large is allocated or deserialized:
 
 The header lists the payload's blobs (name, offset, length, nvals, dtype,
 shape) and the payload's SHA-256; the file size must be exactly 32+H+P.
+
+Everything read comes from another host and is hostile until checked, so a
+reader trusts nothing before the check that covers it: one non-blocking,
+no-follow open checked with fstat (a FIFO swapped in never hangs it); the
+prefix and CRC; the header bytes scanned for depth and, with a secret, the HMAC
+verified over the bytes (``winheader``) before ``json.loads``; the payload
+table, then the SHA-256; a blob's own GraphBLAS header before it is
+deserialized (``grbblob``: a decompression bomb declares arrays its entries
+cannot need); and for windows every field and the matrix itself (``wincheck``).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
-import json
 import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -32,6 +42,7 @@ from pathlib import Path
 import graphblas as gb
 import numpy as np
 
+from . import grbblob, wincheck, winheader
 from .errors import BadWindowFile
 from .matrix import N  # noqa: F401  (the matrix dimension, part of the format)
 
@@ -52,15 +63,6 @@ DEFAULT_COMPRESSION = "lz4"
 CODEC_PREFIX = "graphblas-suitesparse-"
 # One thread: a window's blob is small, and OpenMP's spinning threads made (de)serialization
 # about 10x slower on a busy 2-core machine; parallelism comes from running more processes.
-
-
-def _canonical(header: dict) -> bytes:
-    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
-
-
-def _mac(secret: bytes, header: dict) -> str:
-    unsigned = {k: v for k, v in header.items() if k != "hmac"}
-    return hmac.new(secret, _canonical(unsigned), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,8 @@ def pack(header: dict, payload: Payload, secret: bytes | None = None) -> bytes:
     h = dict(header)
     h["payload"] = payload.table
     if secret is not None:
-        h["hmac"] = _mac(secret, h)
-    hb = _canonical(h)
+        h["hmac"] = winheader.mac(secret, h)
+    hb = winheader.canonical(h)
     prefix = PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(hb), len(payload.data), zlib.crc32(hb), 0)
     return prefix + hb + payload.data
 
@@ -109,12 +111,19 @@ def encode(header: dict, blobs: dict[str, gb.Matrix], secret: bytes | None = Non
     return pack(header, serialize(blobs, compression), secret)
 
 
-def deserialize_traffic_matrix(blob, what: str = "matrix") -> gb.Matrix:
-    """Deserialize a GraphBLAS blob that must be a 2^32 x 2^32 matrix (``BadWindowFile`` otherwise)."""
+def deserialize_traffic_matrix(blob, what: str = "matrix", nvals: int | None = None,
+                               uint64: bool = False) -> gb.Matrix:
+    """Deserialize a GraphBLAS blob that must be a 2^32 x 2^32 matrix (``BadWindowFile`` otherwise).
+
+    The blob's own header is checked first (``grbblob.check``): a blob declaring another shape,
+    another layout than hypersparse, or arrays larger than ``nvals`` entries need (its own count
+    when None) is refused before GraphBLAS allocates them.  ``uint64``: the type must be UINT64.
+    """
+    grbblob.check(blob, N, nvals, grbblob.UINT64_CODE if uint64 else None, what)
     try:
         m = gb.Matrix.ss.deserialize(np.frombuffer(blob, np.uint8), nthreads=1)
     except Exception as ex:  # SuiteSparse raises several types for corrupt input
-        raise BadWindowFile("bad_payload", f"cannot deserialize {what}: {ex}") from None
+        raise BadWindowFile("bad_payload", f"cannot deserialize {what}: {type(ex).__name__} {ex}") from None
     if not isinstance(m, gb.Matrix) or m.nrows != N or m.ncols != N:
         raise BadWindowFile("wrong_shape", f"{what} is {getattr(m, 'shape', type(m).__name__)}, expected 2^32 x 2^32")
     return m
@@ -134,7 +143,8 @@ class Parsed:
                 break
         else:
             raise BadWindowFile("missing_blob", name)
-        m = deserialize_traffic_matrix(self.payload[e["offset"]: e["offset"] + e["bytes"]], name)
+        m = deserialize_traffic_matrix(self.payload[e["offset"]: e["offset"] + e["bytes"]], name,
+                                       nvals=e["nvals"], uint64=True)
         if str(m.dtype) != DTYPE or m.nvals != e["nvals"]:
             raise BadWindowFile("wrong_content", f"{name}: dtype {m.dtype} nvals {m.nvals}, header says {e}")
         return m
@@ -156,25 +166,26 @@ def parse_prefix(prefix: bytes, file_size: int, max_payload: int = DEFAULT_MAX_P
     return hlen, plen
 
 
-def decode(data: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Parsed:
-    """Validate a whole container held in memory (sizes, CRC, JSON, SHA-256)."""
+def decode(data: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD, secret: bytes | None = None) -> Parsed:
+    """Validate a whole container held in memory (sizes, CRC, JSON, HMAC with ``secret``, SHA-256)."""
     hlen, plen = parse_prefix(data[:PREFIX_SIZE], len(data), max_payload)
     crc = PREFIX.unpack(data[:PREFIX_SIZE])[5]
     hb = data[PREFIX_SIZE:PREFIX_SIZE + hlen]
     if zlib.crc32(hb) != crc:
         raise BadWindowFile("bad_header_crc", "header checksum mismatch")
+    header = winheader.parse(bytes(hb), secret, MAX_HEADER)
     try:
-        header = json.loads(hb)
         p = header["payload"]
         blobs = p["blobs"]
         # Check every field later code relies on (sha256 below, name/offset/bytes/nvals in
         # Parsed.matrix), with exact types: a header with a valid CRC but a missing or
         # mistyped field used to escape as KeyError/TypeError instead of BadWindowFile.
-        ok = isinstance(header, dict) and p["bytes"] == plen and isinstance(p["sha256"], str) and all(
+        ok = type(p["bytes"]) is int and p["bytes"] == plen and isinstance(p["sha256"], str) and all(
             isinstance(b["name"], str) and all(type(b[k]) is int for k in ("offset", "bytes", "nvals"))
-            and 0 <= b["offset"] and 0 <= b["bytes"] and b["offset"] + b["bytes"] <= plen for b in blobs)
+            and 0 <= b["offset"] and 0 <= b["bytes"] and 0 <= b["nvals"] and b["offset"] + b["bytes"] <= plen
+            for b in blobs)
     except (ValueError, KeyError, TypeError) as ex:
-        raise BadWindowFile("bad_header", f"unreadable header: {ex}") from None
+        raise BadWindowFile("bad_header", f"unreadable header: {type(ex).__name__} {ex}") from None
     if not ok:
         raise BadWindowFile("bad_header", "payload table does not fit the payload")
     payload = data[PREFIX_SIZE + hlen:]
@@ -183,21 +194,53 @@ def decode(data: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Parsed:
     return Parsed(header, payload)
 
 
-def read(path: Path | str, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Parsed:
-    """Read and validate a container file; sizes are checked before the body is read."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    with os.fdopen(fd, "rb") as f:
+def _open_regular(path: Path | str) -> int:
+    """A descriptor of the regular file ``path``, opened without following a symlink and without
+    blocking: a FIFO swapped in for a window file (after the scan saw a file) used to hang the
+    aggregator in ``open()`` forever. Anything but a regular file is ``not_regular_file``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENXIO, errno.EOPNOTSUPP):
+            raise BadWindowFile("not_regular_file",
+                                f"symlinks and special files are never read ({e.strerror})") from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise BadWindowFile("not_regular_file", f"a {stat.filemode(mode)[0]!r} file; only regular files are read")
+    return fd
+
+
+def read(path: Path | str, max_payload: int = DEFAULT_MAX_PAYLOAD, secret: bytes | None = None,
+         max_size: int | None = None) -> Parsed:
+    """Read and validate a container file; sizes are checked before the body is read.
+
+    ``secret``: the header's HMAC is verified before its fields are parsed (``bad_hmac``);
+    ``max_size``: files larger than this many bytes are ``too_large`` without being read.
+    """
+    with os.fdopen(_open_regular(path), "rb") as f:
         size = os.fstat(f.fileno()).st_size
+        if max_size is not None and size > max_size:
+            raise BadWindowFile("too_large", f"{size} bytes > the limit of {max_size}")
         prefix = f.read(PREFIX_SIZE)
         parse_prefix(prefix, size, max_payload)
-        data = prefix + f.read()
-    return decode(data, max_payload)
+        data = prefix + f.read(size - PREFIX_SIZE)
+    return decode(data, max_payload, secret)
 
 
 def verify_hmac(parsed: Parsed, secret: bytes) -> None:
-    """Refuse a container without a valid HMAC for ``secret`` (writing to the share is not enough)."""
+    """Refuse a decoded container without a valid HMAC for ``secret`` over its header as it is now.
+
+    ``read``/``decode`` with ``secret`` check the bytes before parsing; this checks a header
+    dict (e.g. one edited in memory), for tools that decoded without the secret.
+    """
     mac = parsed.header.get("hmac")
-    if not isinstance(mac, str) or not hmac.compare_digest(mac, _mac(secret, parsed.header)):
+    if not isinstance(mac, str) or not hmac.compare_digest(mac, winheader.mac(secret, parsed.header)):
         raise BadWindowFile("bad_hmac", "missing or invalid HMAC for the configured --secret")
 
 
@@ -214,20 +257,21 @@ def load_secret(path) -> bytes:
     return data
 
 
-def read_header(path: Path | str) -> dict:
-    """Only the header (for status tools); checks the prefix and CRC, not the payload."""
-    with open(path, "rb") as f:
+def read_header(path: Path | str, secret: bytes | None = None) -> dict:
+    """Only the header (for status tools); checks the prefix, CRC and depth (and the HMAC with
+    ``secret``), not the payload."""
+    with os.fdopen(_open_regular(path), "rb") as f:
         size = os.fstat(f.fileno()).st_size
         prefix = f.read(PREFIX_SIZE)
         hlen, _ = parse_prefix(prefix, size)
         hb = f.read(hlen)
     if zlib.crc32(hb) != PREFIX.unpack(prefix)[5]:
         raise BadWindowFile("bad_header_crc", "header checksum mismatch")
-    return json.loads(hb)
+    return winheader.parse(hb, secret, MAX_HEADER)
 
 
 # --- window files ------------------------------------------------------------
-WINDOW_KIND = "window"
+WINDOW_KIND = wincheck.KIND
 
 
 def window_header(name, *, source: str, records: int, packets: int, skipped: dict,
@@ -254,26 +298,25 @@ def window_header(name, *, source: str, records: int, packets: int, skipped: dic
     }
 
 
-WINDOW_FIELDS = ("kind", "identity", "node", "run", "seq", "start", "end", "first_ts_ns", "last_ts_ns",
-                 "source", "records", "packets", "skipped", "anonymization", "created", "host", "payload")
-
-
-OPTIONAL_FIELDS = ("hmac",)  # present when the collector runs with --secret
+WINDOW_FIELDS = wincheck.FIELDS
+OPTIONAL_FIELDS = wincheck.OPTIONAL  # present when the collector runs with --secret
 
 
 def check_window(parsed: Parsed, name) -> gb.Matrix:
-    """Validate a decoded window file against its name; return its matrix A[src, dst]."""
+    """Validate a decoded window file against its name; return its matrix A[src, dst].
+
+    Every header field is type- and range-checked first (``wincheck.check_header``), so the
+    blob is deserialized only for a header that could be a window; then the matrix's arrays
+    are checked as a traffic matrix and its exact sum against ``packets``.
+    """
     h = parsed.header
-    if h.get("kind") != WINDOW_KIND:
-        raise BadWindowFile("wrong_kind", f"kind {h.get('kind')!r}, expected {WINDOW_KIND!r}")
-    missing = [f for f in WINDOW_FIELDS if f not in h]
-    if missing:
-        raise BadWindowFile("bad_header", f"missing fields {missing}")
-    if (h["identity"], h["start"], h["end"]) != (name.identity, name.start, name.end):
-        raise BadWindowFile("name_mismatch", f"header says {h['identity']} {h['start']}-{h['end']}, name says "
-                                             f"{name.identity} {name.start}-{name.end}")
+    wincheck.check_header(h, name)
     a = parsed.matrix("A")
-    total = a.reduce_scalar("plus").new().value if a.nvals else 0
-    if int(total or 0) != h["packets"]:
-        raise BadWindowFile("wrong_content", f"matrix sums to {total}, header says {h['packets']} packets")
+    try:
+        d = a.ss.unpack("hypercsr")  # zero-copy: the arrays move out, and back once checked
+    except Exception as ex:  # GraphBLAS refusing its own deserialized matrix: corrupt content
+        raise BadWindowFile("bad_payload", f"A: {type(ex).__name__} {ex}") from None
+    wincheck.check_arrays(d, h["packets"])  # on failure the arrays (and a) are simply dropped
+    a.ss.pack_hypercsr(rows=d["rows"], indptr=d["indptr"], values=d["values"], col_indices=d["col_indices"],
+                       nvec=len(d["rows"]), is_iso=d["is_iso"], sorted_cols=True, take_ownership=True)
     return a

@@ -337,9 +337,129 @@ def test_invalid_json_header_with_valid_crc(tmp_path):
     assert reason_of(winfile.read, write(tmp_path, data)) == "bad_header"
 
 
-def test_read_refuses_symlinks(tmp_path):
+def test_read_refuses_symlinks_and_special_files(tmp_path):
     real = write(tmp_path, window_bytes())
     link = tmp_path / "link.nsw"
     link.symlink_to(real)
-    with pytest.raises(OSError):
-        winfile.read(link)
+    assert reason_of(winfile.read, link) == "not_regular_file"
+    assert reason_of(winfile.read_header, link) == "not_regular_file"
+    fifo = tmp_path / "fifo.nsw"
+    os.mkfifo(fifo)  # opened non-blocking: refused at once, never waited on
+    assert reason_of(winfile.read, fifo) == "not_regular_file"
+    assert reason_of(winfile.read_header, fifo) == "not_regular_file"
+    assert reason_of(winfile.read, tmp_path) == "not_regular_file"
+
+
+# --- hostile bytes with every checksum right (issue 11) ----------------------------------------
+
+SECRET = b"0123456789abcdef0123"
+
+
+def test_the_hmac_is_verified_over_the_header_bytes_and_old_signatures_stay_valid(tmp_path):
+    A = sample_matrix(5)
+    data = winfile.encode(header_for(NAME, A, host="hmac"), {"A": A}, secret=SECRET)  # "hmac" as a value too
+    parsed = winfile.decode(data, secret=SECRET)
+    winfile.verify_hmac(parsed, SECRET)
+    assert winfile.check_window(parsed, NAME).isequal(A)
+    assert winfile.read(write(tmp_path, data), secret=SECRET).header == parsed.header
+    assert winfile.read_header(write(tmp_path, data), secret=SECRET) == parsed.header
+    # the signature as every earlier writer computed it: canonical JSON of the other fields
+    h = json.loads(data[PREFIX_SIZE:PREFIX_SIZE + PREFIX.unpack(data[:PREFIX_SIZE])[3]])
+    unsigned = {k: v for k, v in h.items() if k != "hmac"}
+    canon = json.dumps(unsigned, sort_keys=True, separators=(",", ":")).encode()
+    assert h["hmac"] == __import__("hmac").new(SECRET, canon, hashlib.sha256).hexdigest()
+
+    def resealed(mutate):  # canonical bytes, as a writer would produce them, CRC fixed
+        hb = json.dumps(mutate(dict(h)), sort_keys=True, separators=(",", ":")).encode()
+        body = data[PREFIX_SIZE + PREFIX.unpack(data[:PREFIX_SIZE])[3]:]
+        return PREFIX.pack(MAGIC, 1, 0, len(hb), len(body), zlib.crc32(hb), 0) + hb + body
+    assert winfile.decode(resealed(lambda x: x), secret=SECRET).header == parsed.header
+    assert reason_of(winfile.decode, data, secret=b"another secret, 20 bytes") == "bad_hmac"
+    assert reason_of(winfile.decode, resealed(lambda x: {k: v for k, v in x.items() if k != "hmac"}),
+                     secret=SECRET) == "bad_hmac"
+    assert reason_of(winfile.decode, resealed(lambda x: {**x, "host": "evil"}), secret=SECRET) == "bad_hmac"
+    nested = resealed(lambda x: {**{k: v for k, v in x.items() if k != "hmac"}, "skipped": {"hmac": x["hmac"]}})
+    assert reason_of(winfile.decode, nested, secret=SECRET) == "bad_hmac"
+    hb = data[PREFIX_SIZE:PREFIX_SIZE + PREFIX.unpack(data[:PREFIX_SIZE])[3]]
+    twice = hb[:-1] + b',"hmac":"' + h["hmac"].encode() + b'"}'
+    body = data[PREFIX_SIZE + len(hb):]
+    data2 = PREFIX.pack(MAGIC, 1, 0, len(twice), len(body), zlib.crc32(twice), 0) + twice + body
+    assert reason_of(winfile.decode, data2, secret=SECRET) == "bad_hmac"
+
+
+@pytest.mark.parametrize("secret", [None, SECRET])
+def test_deeply_nested_headers_are_refused_before_json_parses_them(tmp_path, secret):
+    hb = window_bytes()[PREFIX_SIZE:]
+    hb = hb[:PREFIX.unpack(window_bytes()[:PREFIX_SIZE])[3]]
+    for depth, ok in ((200_000, False), (33, False), (31, True)):
+        deep = hb[:-1] + b',"z":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+        data = PREFIX.pack(MAGIC, 1, 0, len(deep), 0, zlib.crc32(deep), 0) + deep
+        p = write(tmp_path, data)
+        if ok:  # gets past the scan (and is refused later: the payload sizes differ)
+            assert "deep" not in str(pytest.raises(BadWindowFile, winfile.read, p).value)
+        else:
+            for fn in (winfile.read, winfile.read_header):
+                assert reason_of(fn, p, secret=secret) == "bad_header"
+                assert "deep" in str(pytest.raises(BadWindowFile, fn, p, secret=secret).value)
+
+
+def _blob_fields(blob: bytes) -> list:
+    from netsense import grbblob
+    return list(grbblob.HEADER.unpack_from(blob))
+
+
+def _with_fields(blob: bytes, **changes) -> bytes:
+    from netsense import grbblob
+    names = ["size", "enc", "version", "vlen", "vdim", "nvec", "nonempty", "nvals", "typesize",
+             "Cp", "Ch", "Cb", "Ci", "Cx", "hyper", "bitmap", "control", "sic"]
+    f = _blob_fields(blob)
+    for k, v in changes.items():
+        f[names.index(k)] = v
+    return grbblob.HEADER.pack(*f) + blob[grbblob.HEADER_SIZE:]
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"Cx": 8 << 30}, "too_large"),                          # the bomb: a huge declared value array
+    ({"Ci": 16 << 30, "Cx": 16 << 30}, "too_large"),
+    ({"sic": 8, "Cp": 8 * (N + 1), "Ch": 0}, "too_large"),   # sparse, not hypersparse: 2^32 row pointers
+    ({"nvec": 10 ** 6, "Cp": 8 * (10 ** 6 + 1), "Ch": 8 * 10 ** 6}, "too_large"),
+    ({"Ci": 8}, "bad_payload"),                              # arrays that do not fit the entry count
+    ({"Cp": 0}, "bad_payload"),
+    ({"size": 12}, "bad_payload"),
+    ({"enc": 0x10009}, "bad_payload"),
+    ({"typesize": 4}, "bad_payload"),
+    ({"enc": 11}, "wrong_content"),                          # FP64
+    ({"nvals": 499}, "wrong_content"),
+    ({"vdim": 1 << 20}, "wrong_shape"),
+], ids=lambda x: str(x)[:40])
+def test_a_blob_header_is_checked_before_graphblas_allocates(monkeypatch, changes, reason):
+    A = sample_matrix(7)
+    payload = winfile.serialize({"A": A})
+    blob = _with_fields(payload.data, **changes)
+    table = {**payload.table, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob),
+             "blobs": [{**payload.table["blobs"][0], "bytes": len(blob)}]}
+    parsed = winfile.decode(winfile.pack(header_for(NAME, A), winfile.Payload(table, blob)))
+
+    def never(*a, **k):
+        raise AssertionError("deserialized a blob whose header is refused")
+    monkeypatch.setattr(gb.Matrix.ss, "deserialize", never)
+    assert reason_of(winfile.check_window, parsed, NAME) == reason
+
+
+def test_exact_sums_and_real_traffic_matrices_only():
+    wrap = gb.Matrix.from_coo([1, 2], [3, 4], [2 ** 64 - 1, 6], nrows=N, ncols=N, dtype="UINT64")
+    assert reason_of(winfile.check_window, winfile.decode(window_bytes(wrap, packets=5, records=5)), NAME) \
+        == "wrong_content"
+    zeros = gb.Matrix.from_coo([1, 2], [3, 4], [0, 6], nrows=N, ncols=N, dtype="UINT64")
+    assert reason_of(winfile.check_window, winfile.decode(window_bytes(zeros)), NAME) == "wrong_content"
+    # two columns of one row swapped in an uncompressed blob: GraphBLAS deserializes it as is
+    A = gb.Matrix.from_coo([7, 7, 7], [1, 2, 3], [1, 2, 3], nrows=N, ncols=N, dtype="UINT64")
+    blob = bytearray(A.ss.serialize("none", nthreads=1))
+    i = bytes(blob).index(struct.pack("<QQQ", 1, 2, 3))
+    blob[i:i + 24] = struct.pack("<QQQ", 2, 1, 3)
+    payload = winfile.serialize({"A": A})
+    table = {**payload.table, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob),
+             "blobs": [{**payload.table["blobs"][0], "bytes": len(blob)}]}
+    parsed = winfile.decode(winfile.pack(header_for(NAME, A), winfile.Payload(table, bytes(blob))))
+    with pytest.raises(BadWindowFile, match="out of order"):
+        winfile.check_window(parsed, NAME)
