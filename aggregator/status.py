@@ -3,20 +3,32 @@
 Reads only files the daemons publish (reports, status heartbeats, the
 aggregator's status and quarantine reasons), so it is safe to run anywhere
 the shared directory is mounted, even while the daemons run.
+
+Every one of those files is on the share and may hold anything: a JSON array,
+a string where a count belongs, brackets nested 200,000 deep, a FIFO.  So each
+is read through ``netsense.sharejson`` (bounded, non-blocking, never raising),
+status documents through ``netsense.statusdoc``, and only fields of the
+expected type are shown: ``status`` reports garbage as missing, never with a
+traceback; ``report`` refuses a document it cannot show with a one-line error.
 """
 from __future__ import annotations
 
-import json
+import math
 import time
 from pathlib import Path
 
-from netsense import statusdoc
+from netsense import sharejson, statusdoc
 from netsense.errors import NetsenseError
 from netsense.layout import PERIOD_ID, REASON_SUFFIX, Layout
+
+from .reports import format_table
 
 SKEW_LIMIT = 5.0   # seconds between a node's clock and the shared file system's before we flag it
 STALE_FACTOR = 3   # missed heartbeats before a running node is shown as stale
 DOWN_FACTOR = 12   # ... and as down
+MAX_REPORT_BYTES = 256 << 20  # a cumulative report lists window ranges per node and run: large, not unbounded
+MAX_DOC_BYTES = 16 << 20      # the aggregator's status document (problems are capped at 100 lines)
+MAX_REASON_BYTES = 64 << 10   # a reason file is a few hundred bytes
 
 
 def load_report(shared: Path, period: str) -> dict:
@@ -31,18 +43,67 @@ def load_report(shared: Path, period: str) -> dict:
         raise NetsenseError(f"--period must be cumulative, latest or a period ID like 20260101T000000Z, "
                             f"not {period!r}")
     try:
-        return json.loads(path.read_text())
+        data = sharejson.read_bytes(path, MAX_REPORT_BYTES)
     except FileNotFoundError:
         raise NetsenseError(f"no report at {path}: has the aggregator run on {shared}?") from None
+    except OSError as e:
+        raise NetsenseError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        doc = sharejson.loads(data, MAX_REPORT_BYTES)
     except ValueError as e:
         raise NetsenseError(f"{path} is not valid JSON: {e}") from None
-
-
-def _read_json(path: Path) -> dict | None:
+    # The table renderer reads dozens of nested fields: rendering once is the one definition of
+    # the shape it needs, so a report it cannot show is refused here, not with a traceback there.
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        _printable(format_table(doc))
+    except Exception as e:  # noqa: BLE001 (any field of any type may be wrong)
+        raise NetsenseError(f"{path} is not a netsense report ({type(e).__name__}: {e})") from None
+    return doc
+
+
+def _printable(text: str) -> str:
+    text.encode("utf-8")  # a lone surrogate from the share would fail when echoed
+    return text
+
+
+def _num(v, default=None):
+    """``v`` if it is a finite number (not a bool), else ``default``."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return default
+    return v
+
+
+def _text(v, limit: int = 200) -> str | None:
+    """A string from the share made safe to print: no control or unencodable characters."""
+    if v is None:
         return None
+    if not isinstance(v, str):
+        v = repr(v)
+    return "".join(c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else "?" for c in v[:limit])
+
+
+def _aggregator(doc: dict | None) -> dict:
+    """The fields of ``aggregator/status.json`` that ``status`` shows, each of its type."""
+    if not doc:
+        return {}
+    counters = doc.get("counters")
+    marks = doc.get("watermarks")
+    problems = doc.get("problems")
+    return {"schema": _text(doc.get("schema")), "host": _text(doc.get("host")), "pid": _num(doc.get("pid")),
+            "heartbeat": _num(doc.get("heartbeat"), 0), "generation": _num(doc.get("generation")),
+            "windows_consumed": _num(doc.get("windows_consumed"), 0),
+            "watermarks": {_text(k): _num(v) for k, v in marks.items()} if isinstance(marks, dict) else {},
+            "counters": {_text(k): _num(v, 0) for k, v in counters.items()} if isinstance(counters, dict) else {},
+            "problems": [_text(x, 500) for x in problems[:100]] if isinstance(problems, list) else []}
+
+
+def _consumed(cum: dict | None) -> dict:
+    """Per node of the cumulative report: windows and packets consumed (numbers only)."""
+    nodes = (cum or {}).get("nodes")
+    if not isinstance(nodes, dict):
+        return {}
+    return {_text(n): {"windows": _num(s.get("windows"), 0), "packets": _num(s.get("packets"), 0)}
+            for n, s in nodes.items() if isinstance(s, dict)}
 
 
 def health(doc: dict, age: float) -> str:
@@ -60,11 +121,11 @@ def health(doc: dict, age: float) -> str:
 def gather_status(shared: Path) -> dict:
     lay = Layout(shared)
     now = time.time()
-    agg = _read_json(lay.aggregator_status()) or {}
-    cum = _read_json(lay.cumulative_report()) or {}
-    consumed = cum.get("nodes", {})
+    agg = _aggregator(sharejson.read_object(lay.aggregator_status(), MAX_DOC_BYTES))
+    consumed = _consumed(sharejson.read_object(lay.cumulative_report(), MAX_REPORT_BYTES))
+    marks = agg.get("watermarks", {})
     nodes = {}
-    for p in sorted(lay.status_dir().glob("*.json")) if lay.status_dir().exists() else []:
+    for p in sorted(lay.status_dir().glob("*.json")) if lay.status_dir().is_dir() else []:
         d = statusdoc.read(p)
         if d is None:
             continue
@@ -73,28 +134,30 @@ def gather_status(shared: Path) -> dict:
         # the file system (the NFS server's clock on NFS). Their gap is the node's clock skew
         # (plus write latency, well under a second).
         try:
-            mtime = p.stat().st_mtime
+            mtime = p.lstat().st_mtime
             skew = round(float(d.get("heartbeat", 0)) - mtime, 1)
-        except (OSError, TypeError, ValueError):
+        except (OSError, TypeError, ValueError, OverflowError):
             mtime, skew = now, None
-        nodes[n] = {"health": health(d, now - mtime), "host": d.get("host"), "source": d.get("source"),
+        nodes[n] = {"health": health(d, now - mtime), "host": _text(d.get("host")), "source": _text(d.get("source")),
                     "heartbeat_age_s": round(now - mtime, 1),
                     "windows_landed": d.get("windows_landed", 0), "packets_landed": d.get("packets", 0),
                     "windows_consumed": consumed.get(n, {}).get("windows", 0),
                     "packets_consumed": consumed.get(n, {}).get("packets", 0),
-                    "watermark": agg.get("watermarks", {}).get(n), "clock_skew_s": skew,
+                    "watermark": marks.get(n), "clock_skew_s": skew,
                     "clock_skewed": skew is not None and abs(skew) > SKEW_LIMIT}
     for n, s in consumed.items():
         nodes.setdefault(n, {"health": "no status file", "windows_landed": None, "packets_landed": None,
                              "windows_consumed": s["windows"], "packets_consumed": s["packets"],
-                             "watermark": agg.get("watermarks", {}).get(n)})
+                             "watermark": marks.get(n)})
     quarantine = {}
     qdir = lay.quarantine()
-    if qdir.exists():
+    if qdir.is_dir():
         for r in qdir.glob(f"*/*{REASON_SUFFIX}"):
-            reason = (_read_json(r) or {}).get("reason", "unknown")
+            doc = sharejson.read_object(r, MAX_REASON_BYTES) or {}
+            reason = doc.get("reason") if isinstance(doc.get("reason"), str) else "unknown"
+            reason = _text(reason, 64)
             quarantine[reason] = quarantine.get(reason, 0) + 1
-    pending = sum(1 for d in lay.nodes().glob("*/*.nsw")) if lay.nodes().exists() else 0
+    pending = sum(1 for d in lay.nodes().glob("*/*.nsw")) if lay.nodes().is_dir() else 0
     return {"nodes": nodes, "aggregator": agg, "quarantine": quarantine, "pending_files": pending}
 
 
@@ -111,7 +174,7 @@ def format_status(doc: dict) -> str:
     agg = doc["aggregator"]
     lines.append("")
     if agg:
-        age = time.time() - float(agg.get("heartbeat", 0))
+        age = time.time() - agg.get("heartbeat", 0)
         lines.append(f"aggregator: host {agg.get('host')} pid {agg.get('pid')}, generation {agg.get('generation')}, "
                      f"last seen {age:.0f}s ago, {agg.get('windows_consumed', 0)} windows consumed")
         c = agg.get("counters", {})

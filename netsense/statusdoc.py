@@ -17,11 +17,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 import time
 from pathlib import Path
 
-from . import landing
+from . import landing, sharejson
 from .layout import NODE_NAME, Layout, WindowName, iso
 
 SCHEMA = "netsense.status/1"
@@ -53,19 +52,23 @@ def write(layout: Layout, node: str, state: str, **fields) -> dict:
     return doc
 
 
+def _count(v) -> bool:
+    return type(v) is int and v >= 0
+
+
 def parse(text: str | bytes, node: str | None = None) -> dict | None:
     """A status document's fields, checked, or None when ``text`` is not one.
 
     Checked: a JSON object naming a valid node (``node`` when given, e.g. the file's
-    name), a known ``state``, a finite positive ``status_interval`` and a
-    ``last_window`` that is absent or an object whose ``identity`` is a string.
-    Deeply nested or oversized input is refused without being parsed further.
+    name), a known ``state``, a finite positive ``status_interval``, numeric counters, a
+    ``skipped`` object of counts, and a ``last_window`` that is absent or null or an object
+    of the six fields ``last_window()`` writes with their types (a collector resumes from
+    its ``seq``, ``start`` and ``position``).  Oversized or deeply nested input is refused
+    before it is parsed (``sharejson.loads``), so no input raises.
     """
-    if len(text) > MAX_BYTES:
-        return None
     try:
-        doc = json.loads(text)
-    except (ValueError, RecursionError):
+        doc = sharejson.loads(text, MAX_BYTES)
+    except ValueError:
         return None
     if not isinstance(doc, dict):
         return None
@@ -79,37 +82,32 @@ def parse(text: str | bytes, node: str | None = None) -> dict | None:
             or interval <= 0:
         return None
     last = doc.get("last_window")
-    if last is not None and not (isinstance(last, dict) and isinstance(last.get("identity", ""), str)):
+    if last is not None and not (isinstance(last, dict)
+                                 and all(isinstance(last.get(k), str) for k in ("identity", "file"))
+                                 and all(_count(last.get(k)) for k in ("start", "end", "seq", "position"))):
         return None
-    for k in ("heartbeat", "windows_landed", "packets", "records", "records_read"):
+    for k in ("heartbeat", "windows_landed", "windows_already_present", "packets", "records", "records_read"):
         v = doc.get(k, 0)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            return None
+    skipped = doc.get("skipped", {})
+    if not isinstance(skipped, dict) or not all(isinstance(k, str) and _count(v) for k, v in skipped.items()):
+        return None
+    for k in ("host", "source", "run"):
+        if doc.get(k) is not None and not isinstance(doc[k], str):
             return None
     return doc
 
 
 def read(path: Path | str) -> dict | None:
-    """``parse`` the status document at ``path`` (named ``<node>.json``); None if absent or bad."""
+    """``parse`` the status document at ``path`` (named ``<node>.json``); None if absent or bad.
+
+    Read through ``sharejson.read_bytes``: non-blocking and not through a symlink, so a FIFO
+    or device swapped in for the file cannot hang the reader, and at most 1 MiB.
+    """
     path = Path(path)
     try:
-        # Non-blocking and not through a symlink: a FIFO or a device swapped in for the file
-        # must not hang the reader, and only a regular file is a status document.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        data = sharejson.read_bytes(path, MAX_BYTES)
     except OSError:
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        chunks, size = [], 0
-        while size <= MAX_BYTES:
-            chunk = os.read(fd, MAX_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        data = b"".join(chunks)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     return parse(data, node=path.name[:-5] if path.name.endswith(".json") else None)
