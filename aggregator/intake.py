@@ -24,6 +24,7 @@ from .config import AggregatorConfig
 from .ledger import Ledger
 from .state import State
 from .sums import Sums
+from .topology import refuse_feedback
 
 log = logging.getLogger("netsense.aggregator")
 
@@ -97,6 +98,8 @@ class Intake:
                 parsed = winfile.read(c.path, self.cfg.max_file_bytes, secret=self.cfg.secret,
                                       max_size=self.cfg.max_file_bytes)
                 failpoint("agg.read")
+                # Topology (issue 11): this aggregator's own sums coming back through a loop of --parent.
+                refuse_feedback(c.name, parsed.header, state.instance)
                 sha = parsed.header["payload"]["sha256"][:16]
                 ident = c.name.identity
                 seen = ledger.consumed.get(ident) or b.ids.get(ident)

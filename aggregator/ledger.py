@@ -322,7 +322,7 @@ def find_period_file(directory: Path, period_id: str, upto_gen: int) -> str | No
 def read_period_meta(directory: Path, name: str) -> dict | None:
     """The bookkeeping saved with a period file (None for files written before it was saved there)."""
     try:
-        header = winfile.read_header(directory / name)
+        header = winfile.read_header(directory / name, max_header=winfile.MAX_STATE_HEADER)
     except (OSError, BadWindowFile, ValueError) as e:
         raise StateError(f"committed period file {name} is unreadable: {e}") from None
     meta = header.get("meta")
@@ -331,7 +331,7 @@ def read_period_meta(directory: Path, name: str) -> dict | None:
 
 def read_checkpoint(directory: Path, name: str) -> tuple[dict, dict[str, Sums]]:
     try:
-        parsed = winfile.read(directory / name, max_payload=1 << 40)
+        parsed = winfile.read(directory / name, max_payload=1 << 40, max_header=winfile.MAX_STATE_HEADER)
     except (OSError, BadWindowFile) as e:
         raise StateError(f"committed checkpoint {name} is unreadable: {e}") from None
     sums = {b["name"]: Sums.take(parsed.matrix(b["name"])) for b in parsed.header["payload"]["blobs"]}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
-from netsense import landing, winfile
+from netsense import landing, sharejson, winfile
 from netsense.errors import BadWindowFile, LedgerDamaged, NetsenseError, StateError
 from netsense.faults import failpoint
 from netsense.layout import STATE_SUFFIX, Layout, WindowName, stamp
@@ -59,8 +59,9 @@ def check_fresh(layout: Layout) -> None:
                 break
     if any(layout.checkpoints().glob(f"*{STATE_SUFFIX}")):
         found.append("checkpoints in aggregator/state/")
-    if layout.cumulative_report().exists():
-        found.append("reports/cumulative.json")
+    cum = sharejson.read_object(layout.cumulative_report(), max_bytes=256 << 20)
+    if cum and isinstance(cum.get("generation"), int) and cum["generation"] > 0:
+        found.append("reports/cumulative.json (generation %d)" % cum["generation"])
     if found:
         raise LedgerDamaged(f"{layout.ledger()} is missing or empty, but {' and '.join(found)} exist: the ledger "
                             f"was deleted or lost, and starting afresh would drop everything counted so far; "

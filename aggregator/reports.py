@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from netsense import landing
+from netsense import landing, sharejson
 from netsense.layout import CUMULATIVE_REPORT, HISTORY_DIR, LATEST_REPORT, PERIOD_REPORTS_DIR, iso, stamp
 
 from .analytics import ANALYTICS_KEYS, Analytics, Top
@@ -86,14 +86,12 @@ def write_period(reports: Path, doc: dict, *, latest: bool) -> None:
     pid = doc["period"]["id"]
     current = pdir / f"{pid}.json"
     if doc["restatement"]:
-        try:
-            prev = json.loads(current.read_text())
-            if prev.get("final") and prev.get("version", 0) < doc["version"]:
-                keep = pdir / f"{pid}.v{prev['version']}.json"
-                if not keep.exists():
-                    landing.write_text(keep, _dump(prev))
-        except (OSError, ValueError):
-            pass
+        prev = sharejson.read_object(current, max_bytes=256 << 20)  # ours, but read as hostile as the rest
+        version = prev.get("version") if prev else None
+        if prev and prev.get("final") is True and type(version) is int and 0 < version < doc["version"]:
+            keep = pdir / f"{pid}.v{version}.json"
+            if not keep.exists():
+                landing.write_text(keep, _dump(prev))
     landing.write_text(current, _dump(doc))
     if doc["final"]:
         write_history_row(reports, doc)

@@ -21,7 +21,7 @@ from netsense.faults import failpoint
 from netsense.layout import Layout, WindowName, check_node, iso
 from netsense.lease import NodeLease
 
-from .records import tail
+from .records import IMPLAUSIBLE_TIME, mark_implausible, tail
 from .sources import Source, open_source
 from .spool import Pending, Spool
 from .window import Window, Windower, to_matrix
@@ -120,6 +120,8 @@ class Collector:
         # The node lease lasts three missed heartbeats (at least 15 s): a collector that died is
         # replaced that soon on another host, at once on this one.
         self.lease_ttl = max(15.0, 3 * cfg.status_interval)
+        self._implausible = 0
+        self._implausible_logged = -1e9
         self.landing_dir = self.layout.landing(cfg.node)
         # Landing is mostly waiting (write, fsync, rename, fsync of the folder): it runs on one
         # background thread while the next window is read and encoded.  At most one window is
@@ -297,6 +299,22 @@ class Collector:
         self.summary.last_window = prev.get("last_window")
         return prev
 
+    # -- time ------------------------------------------------------------------
+    def check_times(self, rec):
+        """Skip records of implausible time by reason (never counted into a period), and say so."""
+        marked = mark_implausible(rec, time.time_ns())
+        if marked is not rec:
+            n = int((marked.reason == IMPLAUSIBLE_TIME).sum())
+            self._implausible += n
+            now = time.monotonic()
+            if now - self._implausible_logged > 60:
+                self._implausible_logged = now
+                ts = rec.ts_ns[marked.reason == IMPLAUSIBLE_TIME]
+                log.warning("node %s: %d record(s) of %s have implausible timestamps (%s .. %s: before 1990 or more "
+                            "than a day ahead of this host's clock); skipped as implausible_time, %d so far",
+                            self.cfg.node, n, self.cfg.source, _when(ts.min()), _when(ts.max()), self._implausible)
+        return marked
+
     # -- main loop -------------------------------------------------------------
     def run(self, stop: threading.Event) -> RunSummary:
         _gb_ss.config["nthreads"] = 1  # small matrices: OpenMP threads cost more than they give
@@ -304,12 +322,19 @@ class Collector:
         # One running collector per node name, on any host: two would land the same traffic twice
         # (or interleave two sources under one name). Held for the whole run, renewed by a thread.
         lease = NodeLease(self.layout.node_lease(self.cfg.node), self.cfg.node, self.lease_ttl)
-        lease.acquire()
-        lease.start_heartbeat()
+        try:
+            lease.acquire()
+            lease.start_heartbeat()
+        except (LandingError, OSError) as e:
+            # The share refuses writes (full, read-only, gone): windows will be spooled and
+            # retried as promised; only the guard against a second collector is missing meanwhile.
+            log.warning("cannot take the node lease %s (%s); collecting without it", lease.path, e)
+            lease = None
         try:
             return self._run(stop)
         finally:
-            lease.release()
+            if lease is not None:
+                lease.release()
 
     def _run(self, stop: threading.Event) -> RunSummary:
         stale = landing.remove_stale_temps(self.landing_dir) + landing.remove_stale_temps(
@@ -320,7 +345,11 @@ class Collector:
         log.info("node %s: source %s (run %s), windows of %d packets / %d s, landing in %s",
                  self.cfg.node, self.cfg.source, self.source.run, self.cfg.window_packets,
                  self.cfg.window_seconds, self.landing_dir)
-        win = Windower(self.cfg.window_packets, self.cfg.window_seconds, max_gap_windows=self.cfg.max_gap_windows)
+        # Empty windows for silent slots tell a quiet live node from a dead one; a replay from files
+        # makes none (the gaps between captures are not traffic, and thousands of empty windows
+        # and period reports would flood the share).
+        win = Windower(self.cfg.window_packets, self.cfg.window_seconds, max_gap_windows=self.cfg.max_gap_windows,
+                       fill_gaps=self.source.live)
         prev = self.resume_point(self.previous_status())
         skip = 0
         if prev and prev.get("state") == "finished":
@@ -345,6 +374,7 @@ class Collector:
                         continue
                     rec, skip = tail(rec, skip), 0
                 self.summary.records_read += len(rec)
+                rec = self.check_times(rec)
                 for w in win.feed(rec):
                     self.land(w, stop)
                 if self.source.live:
@@ -395,6 +425,13 @@ class Collector:
                  s.node, s.state, s.windows_landed, s.windows_already_present, s.packets,
                  sum(s.skipped.values()), s.skipped or "")
         return s
+
+
+def _when(ns) -> str:
+    try:
+        return iso(int(ns) / 1e9)
+    except (OverflowError, ValueError, OSError):
+        return f"{int(ns)} ns"
 
 
 def run_collector(cfg: CollectorConfig, stop: threading.Event | None = None, *, anonymizer=None,

@@ -16,7 +16,7 @@ import numpy as np
 
 from netsense import matrix
 
-from .records import COUNTED, LIMITED_BROADCAST, REASONS, Records, mark_broadcast
+from .records import COUNTED, IMPLAUSIBLE_TIME, LIMITED_BROADCAST, REASONS, Records, mark_broadcast
 
 NS = 1_000_000_000
 _EMPTY = np.empty(0, np.uint32)
@@ -57,19 +57,28 @@ class _Open:
 class Windower:
     """Feed ``Records``; get closed ``Window``s back in order.
 
-    Out-of-order timestamps never reopen a past slot: a late record joins the
-    open window (time only moves forward), which keeps windows disjoint.
-    Gaps longer than ``max_gap_windows`` slots (e.g. two captures taken years
-    apart) are not filled with empty windows; ``unfilled_gaps`` counts them.
+    Time is the packet's own: a record always lands in a window of the slot its
+    own timestamp falls in.  When timestamps go back (captures read in name order
+    that are not in time order, a reordering NIC, a source that restarts its
+    clock), the open window closes and a window of the earlier slot opens, so
+    windows may close out of time order; the aggregator restates a period that
+    was already final when one arrives late.  Windows stay disjoint by identity,
+    not by slot: one slot may have several windows.
+
+    Empty windows for silent slots (``fill_gaps``, live sources: quiet differs
+    from down) are made only when time moves forward, and for gaps of at most
+    ``max_gap_windows`` slots (``unfilled_gaps`` counts longer ones).  A replay
+    from files fills nothing: the gaps between captures are not traffic.
     """
 
     def __init__(self, window_packets: int = 1 << 17, window_seconds: int = 60,
-                 first_seq: int = 0, max_gap_windows: int = 1440):
+                 first_seq: int = 0, max_gap_windows: int = 1440, fill_gaps: bool = True):
         if window_packets < 1 or window_seconds < 1:
             raise ValueError("window_packets and window_seconds must be positive")
         self.window_packets = int(window_packets)
         self.window_seconds = int(window_seconds)
         self.max_gap_windows = int(max_gap_windows)
+        self.fill_gaps = bool(fill_gaps)
         self.seq = int(first_seq)
         self.slot: int | None = None      # current slot number (seconds // window_seconds)
         self.slot_had_window = False
@@ -91,15 +100,16 @@ class Windower:
         self.open = _Open()
 
     def _advance(self, new_slot: int, out: list) -> None:
-        """Close the current slot and emit empty windows for silent slots up to ``new_slot``."""
-        if self.open.records or not self.slot_had_window:
+        """Close the current slot and move to ``new_slot`` (earlier or later); when time moves
+        forward and gaps are filled, emit empty windows for the silent slots in between."""
+        if self.open.records or (self.fill_gaps and not self.slot_had_window):
             self._close(out)
         gap = new_slot - self.slot - 1
-        if 0 < gap <= self.max_gap_windows:
+        if self.fill_gaps and 0 < gap <= self.max_gap_windows:
             for s in range(self.slot + 1, new_slot):
                 self.slot = s
                 self._close(out)
-        elif gap > self.max_gap_windows:
+        elif self.fill_gaps and gap > self.max_gap_windows:
             self.unfilled_gaps += 1
         self.slot = new_slot
         self.slot_had_window = False
@@ -150,6 +160,11 @@ class Windower:
             for code, n in enumerate(codes):
                 if code != COUNTED and n:
                     o.skipped[REASONS.get(code, f"reason_{code}")] += int(n)
+            if codes[IMPLAUSIBLE_TIME]:  # their times are not this window's
+                ts = rec.ts_ns[i:j][reason[i:j] != IMPLAUSIBLE_TIME]
+                if len(ts):
+                    self._times(ts)
+                return
         self._times(rec.ts_ns[i:j])
 
     # -- API ---------------------------------------------------------------
@@ -176,10 +191,11 @@ class Windower:
         slot_ns = self.window_seconds * NS
         if self.slot is None:
             self.slot = int(rec.ts_ns[0]) // slot_ns
-        # Fast path, nearly every batch of a busy link: the whole batch is in the open slot (time
-        # only moves forward, so that is its latest record's slot) and every record counts.  Then
-        # windows only close on the packet count: a few reductions and one copy per batch.
-        if (int(rec.ts_ns.max()) // slot_ns <= self.slot and not rec.reason.any()
+        # Fast path, nearly every batch of a busy link: the whole batch is in the open slot and
+        # every record counts.  Then windows only close on the packet count: a few reductions and
+        # one copy per batch.
+        if (int(rec.ts_ns.max()) // slot_ns == self.slot and int(rec.ts_ns.min()) // slot_ns == self.slot
+                and not rec.reason.any()
                 and int(rec.src.max()) != LIMITED_BROADCAST and int(rec.dst.max()) != LIMITED_BROADCAST):
             i = 0
             while i < n:
@@ -194,11 +210,25 @@ class Windower:
         reason = mark_broadcast(rec)
         valid = reason == COUNTED
         slots = rec.ts_ns // slot_ns
-        slots = np.maximum.accumulate(np.maximum(slots, self.slot))
+        implausible = reason == IMPLAUSIBLE_TIME
+        if implausible.any():
+            # Never counted into a period of their own (a 1970 or 2031 period nobody asked for):
+            # they are accounted, as skipped, in the window of the record before them.
+            idx = np.where(implausible, -1, np.arange(n))
+            np.maximum.accumulate(idx, out=idx)
+            slots = np.where(idx >= 0, slots[np.maximum(idx, 0)], self.slot)
+        # Runs of records in one slot: [bounds[r], bounds[r + 1]).  The slot may go back.
+        bounds = np.flatnonzero(slots[1:] != slots[:-1]) + 1
+        run_end = np.append(bounds, n)
         cv = np.cumsum(valid)
         i = 0
+        r = 0
         while i < n:
-            j = int(np.searchsorted(slots, self.slot, side="right"))  # end of current slot in batch
+            while run_end[r] <= i:
+                r += 1
+            if int(slots[i]) != self.slot:
+                self._advance(int(slots[i]), out)
+            j = int(run_end[r])  # end of the current slot's run in the batch
             base = int(cv[i - 1]) if i else 0
             need = self.window_packets - self.open.valid
             if j > i and int(cv[j - 1]) - base >= need:
@@ -211,8 +241,6 @@ class Windower:
             self._take(rec, reason, valid, i, j)
             self.position = rec.position - (n - j)
             i = j
-            if j < n:
-                self._advance(int(slots[j]), out)
         self.position = rec.position
         return out
 

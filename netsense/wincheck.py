@@ -25,7 +25,7 @@ from .matrix import N
 KIND = "window"
 FIELDS = ("kind", "identity", "node", "run", "seq", "start", "end", "first_ts_ns", "last_ts_ns",
           "source", "records", "packets", "skipped", "anonymization", "created", "host", "payload")
-OPTIONAL = ("hmac",)  # present when the collector runs with --secret
+OPTIONAL = ("hmac", "via")  # hmac: with --secret; via: upstream windows of a child aggregator
 # Counts above 2^53 are no real window (10^6 seconds at 10^10 packets/s) and would lose
 # exactness in every JSON reader that uses doubles; the sums of many stay within int64 too.
 MAX_COUNT = 1 << 53
@@ -66,6 +66,9 @@ def check_header(h: dict, name) -> None:
         wrong.append("created")
     if "hmac" in h and not isinstance(h["hmac"], str):
         wrong.append("hmac")
+    if "via" in h and not (isinstance(h["via"], list) and len(h["via"]) <= 4096 and all(
+            isinstance(v, str) and len(v) == 12 for v in h["via"])):
+        wrong.append("via")
     if wrong:
         raise BadWindowFile("bad_header", f"fields of the wrong type or range: {wrong}")
     ours = (h["identity"], h["node"], h["run"], h["seq"], h["start"], h["end"])

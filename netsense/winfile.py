@@ -51,6 +51,10 @@ FORMAT_VERSION = 1
 PREFIX = struct.Struct("<8sHHIQII")
 PREFIX_SIZE = PREFIX.size  # 32
 MAX_HEADER = 1 << 20
+# The aggregator's own state files (checkpoints, period sums) use the same container, but their
+# headers carry per-period bookkeeping that grows with the windows of a period (a full minute at
+# 1,000 nodes is about 1 MB deflated); only the aggregator writes and reads them.
+MAX_STATE_HEADER = 256 << 20
 DEFAULT_MAX_PAYLOAD = 1 << 31
 DTYPE = "UINT64"
 # GraphBLAS serialization compressors a writer may choose; the header's payload.codec says which
@@ -150,7 +154,8 @@ class Parsed:
         return m
 
 
-def parse_prefix(prefix: bytes, file_size: int, max_payload: int = DEFAULT_MAX_PAYLOAD) -> tuple[int, int]:
+def parse_prefix(prefix: bytes, file_size: int, max_payload: int = DEFAULT_MAX_PAYLOAD,
+                 max_header: int = MAX_HEADER) -> tuple[int, int]:
     """Check magic, version and declared sizes against the real file size; return (H, P)."""
     if len(prefix) < PREFIX_SIZE:
         raise BadWindowFile("truncated", f"{file_size} bytes, shorter than the {PREFIX_SIZE}-byte prefix")
@@ -159,21 +164,22 @@ def parse_prefix(prefix: bytes, file_size: int, max_payload: int = DEFAULT_MAX_P
         raise BadWindowFile("bad_magic", "not a netsense file")
     if version != FORMAT_VERSION:
         raise BadWindowFile("unknown_version", f"format version {version}, this build reads {FORMAT_VERSION}")
-    if hlen > MAX_HEADER or plen > max_payload:
+    if hlen > max_header or plen > max_payload:
         raise BadWindowFile("too_large", f"declared header {hlen} / payload {plen} bytes exceed the limits")
     if PREFIX_SIZE + hlen + plen != file_size:
         raise BadWindowFile("size_mismatch", f"declared {PREFIX_SIZE + hlen + plen} bytes, file has {file_size}")
     return hlen, plen
 
 
-def decode(data: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD, secret: bytes | None = None) -> Parsed:
+def decode(data: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD, secret: bytes | None = None,
+           max_header: int = MAX_HEADER) -> Parsed:
     """Validate a whole container held in memory (sizes, CRC, JSON, HMAC with ``secret``, SHA-256)."""
-    hlen, plen = parse_prefix(data[:PREFIX_SIZE], len(data), max_payload)
+    hlen, plen = parse_prefix(data[:PREFIX_SIZE], len(data), max_payload, max_header)
     crc = PREFIX.unpack(data[:PREFIX_SIZE])[5]
     hb = data[PREFIX_SIZE:PREFIX_SIZE + hlen]
     if zlib.crc32(hb) != crc:
         raise BadWindowFile("bad_header_crc", "header checksum mismatch")
-    header = winheader.parse(bytes(hb), secret, MAX_HEADER)
+    header = winheader.parse(bytes(hb), secret, max_header)
     try:
         p = header["payload"]
         blobs = p["blobs"]
@@ -217,7 +223,7 @@ def _open_regular(path: Path | str) -> int:
 
 
 def read(path: Path | str, max_payload: int = DEFAULT_MAX_PAYLOAD, secret: bytes | None = None,
-         max_size: int | None = None) -> Parsed:
+         max_size: int | None = None, max_header: int = MAX_HEADER) -> Parsed:
     """Read and validate a container file; sizes are checked before the body is read.
 
     ``secret``: the header's HMAC is verified before its fields are parsed (``bad_hmac``);
@@ -228,9 +234,9 @@ def read(path: Path | str, max_payload: int = DEFAULT_MAX_PAYLOAD, secret: bytes
         if max_size is not None and size > max_size:
             raise BadWindowFile("too_large", f"{size} bytes > the limit of {max_size}")
         prefix = f.read(PREFIX_SIZE)
-        parse_prefix(prefix, size, max_payload)
+        parse_prefix(prefix, size, max_payload, max_header)
         data = prefix + f.read(size - PREFIX_SIZE)
-    return decode(data, max_payload, secret)
+    return decode(data, max_payload, secret, max_header)
 
 
 def verify_hmac(parsed: Parsed, secret: bytes) -> None:
@@ -257,17 +263,17 @@ def load_secret(path) -> bytes:
     return data
 
 
-def read_header(path: Path | str, secret: bytes | None = None) -> dict:
+def read_header(path: Path | str, secret: bytes | None = None, max_header: int = MAX_HEADER) -> dict:
     """Only the header (for status tools); checks the prefix, CRC and depth (and the HMAC with
     ``secret``), not the payload."""
     with os.fdopen(_open_regular(path), "rb") as f:
         size = os.fstat(f.fileno()).st_size
         prefix = f.read(PREFIX_SIZE)
-        hlen, _ = parse_prefix(prefix, size)
+        hlen, _ = parse_prefix(prefix, size, max_header=max_header)
         hb = f.read(hlen)
     if zlib.crc32(hb) != PREFIX.unpack(prefix)[5]:
         raise BadWindowFile("bad_header_crc", "header checksum mismatch")
-    return winheader.parse(hb, secret, MAX_HEADER)
+    return winheader.parse(hb, secret, max_header)
 
 
 # --- window files ------------------------------------------------------------

@@ -38,7 +38,6 @@ PERIOD_ID = re.compile(r"^\d{8}T\d{6}Z$")
 SYN_WINDOW = (4096, 1)     # --window-packets, --window-seconds of synthetic collectors
 PCAP_WINDOW = (256, 5)     # real captures are small: smaller windows, longer slots
 PERIOD_SECONDS = 2
-MAX_GAP_WINDOWS = 1440     # the collector's default --max-gap-windows
 KEYS = ("valid_packets", "unique_links", "max_link_packets", "unique_sources", "max_source_packets",
         "max_source_fanout", "unique_destinations", "max_destination_packets", "max_destination_fanin")
 # Protocol names tshark shows for link-layer headers netsense walks through (tests/test_pcap.py):
@@ -160,21 +159,16 @@ class Traffic:
 def _periods(ts_all: np.ndarray, counted: np.ndarray, window_seconds: int, period_seconds: int):
     """Report period of each counted packet, and all periods the collector's windows cover.
 
-    Windows are cut on packet time, which never goes back (a late packet joins the open
-    window), so a packet's slot is the running maximum of slots; its window's period is the
-    period holding that slot's start.  Silent slots between two busy ones get empty windows
-    (gaps up to the collector's --max-gap-windows)."""
+    Time is the packet's own: a packet's window is in the slot of its own timestamp, and its
+    period is the period holding that slot's start, whatever order the packets come in. A
+    replay from files (every source the harness uses) lands no empty windows for silent slots,
+    so the periods covered are exactly those of the packets (and of skipped records, which
+    still make a window)."""
     if len(ts_all) == 0:
         return np.empty(0, np.int64), set()
-    slots = np.maximum.accumulate(ts_all // (window_seconds * NS))
-    starts = slots * window_seconds
+    starts = (ts_all // (window_seconds * NS)) * window_seconds
     per = starts - starts % period_seconds
-    busy = np.unique(slots)
-    filled = [busy[:1]]
-    for a, b in zip(busy[:-1], busy[1:]):
-        filled.append(np.arange(a + 1, b + 1) if b - a - 1 <= MAX_GAP_WINDOWS else np.array([b]))
-    all_slots = np.concatenate(filled) * window_seconds
-    return per[counted], set((all_slots - all_slots % period_seconds).tolist())
+    return per[counted], set(np.unique(per).tolist())
 
 
 def synthetic_traffic(node: str, spec: str, window_seconds: int = SYN_WINDOW[1],

@@ -87,7 +87,8 @@ def shared(tmp_path) -> Path:
 
 
 def shared_pcaps(sub: str) -> Path:
-    d = SHARED_PCAPS / sub
+    """A folder of captures: ``../shared/pcaps/<sub>``, or ``$NETSENSE_PCAPS_<SUB>`` to use your own."""
+    d = Path(os.environ.get(f"NETSENSE_PCAPS_{sub.upper()}", SHARED_PCAPS / sub))
     if not d.is_dir():
         pytest.skip(f"{d} is absent (the shared captures are not mounted here)")
     return d

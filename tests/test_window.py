@@ -9,7 +9,8 @@ import pytest
 import scipy.sparse as sp
 
 from netsense.addresses import ip_to_str, str_to_ip
-from netsense.collector.records import (BAD_IPV4_HEADER, BROADCAST, COUNTED, LIMITED_BROADCAST, NOT_IPV4, REASONS,
+from netsense.collector.records import (BAD_IPV4_HEADER, BROADCAST, COUNTED, IMPLAUSIBLE_TIME, LIMITED_BROADCAST,
+                                        NOT_IPV4, REASONS,
                                         TRUNCATED, make_records, mark_broadcast)
 from netsense.collector.window import NS, Window, Windower, to_matrix
 
@@ -209,12 +210,22 @@ def test_gap_after_count_closed_window_has_no_duplicate_empty_for_closed_slot():
 
 # --- order, positions, batches ---------------------------------------------------------
 
-def test_out_of_order_timestamps_join_the_open_window():
+def test_out_of_order_timestamps_land_in_their_own_slot():
     w = Windower(window_packets=1000, window_seconds=WS)
     out = run(w, recs([0, 61, 30, 62, -500]))  # 30 s and -500 s arrive after slot 1 opened
-    assert [(x.start, x.src.tolist()) for x in out] == [(slot_start(0), [1]), (slot_start(1), [2, 3, 4, 5])]
-    # the window's time range covers its late records
-    assert out[1].first_ts_ns == ts(-500)[0] and out[1].last_ts_ns == ts(62)[0]
+    assert [(x.start, x.src.tolist()) for x in out] == [
+        (slot_start(0), [1]), (slot_start(1), [2]), (slot_start(0), [3]), (slot_start(1), [4]),
+        (slot_start(-9), [5])]
+    # every window's time range lies inside its slot; no empty window is made going back
+    for x in out:
+        assert x.start * NS <= x.first_ts_ns <= x.last_ts_ns < x.end * NS
+
+
+def test_a_replay_from_files_fills_no_gaps():
+    w = Windower(window_packets=1000, window_seconds=WS, fill_gaps=False)
+    out = run(w, recs([0, 3 * WS, 10 * WS]))
+    assert [(x.start, x.packets) for x in out] == [(slot_start(0), 1), (slot_start(3), 1), (slot_start(10), 1)]
+    assert w.unfilled_gaps == 0
 
 
 def test_first_and_last_ts_are_min_and_max_not_first_and_last_arrival():
@@ -280,7 +291,8 @@ def random_stream(seed: int, n: int = 3000):
     dst = rng.integers(0, 1 << 32, n, dtype=np.uint64).astype(np.uint32)
     src[rng.random(n) < 0.01] = LIMITED_BROADCAST
     dst[rng.random(n) < 0.01] = LIMITED_BROADCAST
-    reason = np.where(rng.random(n) < 0.1, rng.integers(1, len(REASONS) + 1, n), 0).astype(np.uint8)
+    # parser reasons only: implausible_time is given by mark_implausible (tested on its own below)
+    reason = np.where(rng.random(n) < 0.1, rng.integers(1, IMPLAUSIBLE_TIME, n), 0).astype(np.uint8)
     return t_ns, src, dst, reason
 
 
@@ -305,10 +317,10 @@ def reference_windows(t_ns, src, dst, reason, wp, ws, max_gap):
         k = t // (ws * NS)
         if state["slot"] is None:
             state["slot"] = k
-        if k > state["slot"]:
+        if k != state["slot"]:  # time is the packet's own: any change of slot closes the window
             if state["cur"]["records"] or not state["had"]:
                 close()
-            if k - state["slot"] - 1 <= max_gap:
+            if k > state["slot"] and k - state["slot"] - 1 <= max_gap:  # only forward gaps are filled
                 for g in range(state["slot"] + 1, k):
                     state["slot"] = g
                     close()
@@ -379,10 +391,11 @@ def test_every_record_lands_in_exactly_one_window(seed):
     # counted packets come out in input order, each exactly once
     assert np.array_equal(np.concatenate([x.src for x in out]), src[counted])
     assert np.array_equal(np.concatenate([x.dst for x in out]), dst[counted])
-    # sequence numbers are consecutive, slots never go backwards
+    # sequence numbers are consecutive; every record lies in its window's slot
     assert [x.seq for x in out] == list(range(len(out)))
-    starts = [x.start for x in out]
-    assert starts == sorted(starts)
+    for x in out:
+        if x.first_ts_ns is not None:
+            assert x.start * NS <= x.first_ts_ns <= x.last_ts_ns < x.end * NS
 
 
 # --- to_matrix ------------------------------------------------------------------------------
@@ -427,3 +440,15 @@ def test_tick_lands_empty_windows_for_a_live_source_silent_from_the_start():
     assert w.tick(100 * 10**9) == []          # starts the clock in slot 50
     out = w.tick(106 * 10**9)                 # slots 50, 51, 52 ended without traffic
     assert [(x.start, x.records) for x in out] == [(100, 0), (102, 0), (104, 0)]
+
+
+def test_implausible_times_are_skipped_in_the_window_of_the_record_before_them():
+    from netsense.collector.records import IMPLAUSIBLE_TIME, mark_implausible
+
+    t = ts(0, 1, 2) + [0, 3 * 10**18] + ts(3)  # 1970 and 2065 among 2023 packets
+    rec = mark_implausible(make_records(t, [1, 2, 3, 4, 5, 6], [9] * 6, position=6), now_ns=ts(10)[0])
+    assert rec.reason.tolist() == [0, 0, 0, IMPLAUSIBLE_TIME, IMPLAUSIBLE_TIME, 0]
+    out = run(Windower(window_packets=1000, window_seconds=WS, fill_gaps=False), rec)
+    assert [(x.start, x.src.tolist(), x.skipped) for x in out] == [(slot_start(0), [1, 2, 3, 6],
+                                                                     {"implausible_time": 2})]
+    assert out[0].first_ts_ns == ts(0)[0] and out[0].last_ts_ns == ts(3)[0]
