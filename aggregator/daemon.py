@@ -65,7 +65,8 @@ class Aggregator:
 
     # -- one transaction ---------------------------------------------------------
     def step(self) -> int:
-        """Consume up to ``batch_files`` landed files and commit; return files consumed."""
+        """Consume up to ``batch_files`` landed files and commit; return the files handled (consumed,
+        or quarantined: a step refuses at most ``MAX_QUARANTINES_PER_STEP``, so more may wait)."""
         self._step_started = time.perf_counter()
         cands, problems = scan(self.layout.nodes())
         for msg in problems:
@@ -83,7 +84,7 @@ class Aggregator:
             for path, node in batch.to_archive:
                 self.intake.archive(path, node)
                 failpoint("agg.archive")
-        return len(batch.consumed)
+        return len(batch.consumed) + batch.refused
 
     def commit(self, consumed: list, finalized: list[Period], checkpoint: bool = False) -> None:
         """Commit generation N+1: period files, the ledger line (the commit point), reports.

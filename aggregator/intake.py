@@ -27,6 +27,7 @@ from .sums import Sums
 from .topology import refuse_feedback
 
 log = logging.getLogger("netsense.aggregator")
+MAX_QUARANTINES_PER_STEP = 256  # two fsyncs each: a transaction stays well inside its lease
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Batch:
     consumed: list = field(default_factory=list)    # (identity, sha prefix, file name) for the ledger line
     ids: dict = field(default_factory=dict)         # identity -> sha prefix, within this batch
     to_archive: list = field(default_factory=list)  # (path, node) to move once committed
+    refused: int = 0                                # files quarantined on the way
 
 
 class Intake:
@@ -81,9 +83,13 @@ class Intake:
     def gather(self, cands, ledger: Ledger, state: State) -> Batch:
         """Check scanned candidates in order until ``batch_files`` windows are taken."""
         b = Batch()
+        refused_before = self.counters["quarantined"]
         for c in cands:
             if len(b.consumed) >= self.cfg.batch_files:
                 break
+            b.refused = self.counters["quarantined"] - refused_before
+            if b.refused >= MAX_QUARANTINES_PER_STEP:
+                break  # the rest wait for the next transactions: each stays short (100,000 junk files took 90 s)
             if c.name is None:
                 self.quarantine(c.path, c.node_dir, "bad_name", "not a window file name")
                 continue
@@ -128,6 +134,7 @@ class Intake:
             b.ids[ident] = sha
             b.consumed.append((ident, sha, c.path.name))
             b.to_archive.append((c.path, c.name.node))
+        b.refused = self.counters["quarantined"] - refused_before
         return b
 
     def _seen_before(self, c, ident: str, sha: str, seen: str, ledger: Ledger) -> None:

@@ -23,6 +23,7 @@ from netsense.layout import PERIOD_ID, REASON_SUFFIX, Layout
 
 from .reports import format_table
 
+MAX_REASONS_READ = 2000  # reason files read by ``status`` (the newest); more are only counted
 SKEW_LIMIT = 5.0   # seconds between a node's clock and the shared file system's before we flag it
 STALE_FACTOR = 3   # missed heartbeats before a running node is shown as stale
 DOWN_FACTOR = 12   # ... and as down
@@ -152,7 +153,13 @@ def gather_status(shared: Path) -> dict:
     quarantine = {}
     qdir = lay.quarantine()
     if qdir.is_dir():
-        for r in qdir.glob(f"*/*{REASON_SUFFIX}"):
+        # Listing is cheap; reading is not (100,000 junk files took 15 s): the reasons come from
+        # the newest MAX_REASONS_READ reason files, the rest are counted as "not read".
+        found = [r for r in qdir.glob(f"*/*{REASON_SUFFIX}")]
+        if len(found) > MAX_REASONS_READ:
+            found.sort(key=lambda r: r.stat().st_mtime if r.exists() else 0, reverse=True)
+            quarantine["(not read)"] = len(found) - MAX_REASONS_READ
+        for r in found[:MAX_REASONS_READ]:
             doc = sharejson.read_object(r, MAX_REASON_BYTES) or {}
             reason = doc.get("reason") if isinstance(doc.get("reason"), str) else "unknown"
             reason = _text(reason, 64)
