@@ -255,3 +255,58 @@ def test_a_flood_of_junk_files_is_refused_in_short_transactions(shared, tmp_path
     assert st.returncode == 0 and time.monotonic() - t0 < 15
     assert json.loads(st.stdout)["quarantine"].get("bad_magic", 0) + \
         json.loads(st.stdout)["quarantine"].get("truncated", 0) >= 2000
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real, size-limited file system (tmpfs, 64 MiB): root and mount(8) needed, else skip."""
+    import shutil
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_full_disk_while_idle_never_kills_the_daemon(small_disk, tmp_path):
+    """Old code died at the first heartbeat, lease renewal or idle checkpoint on a full disk."""
+    shared = small_disk / "shared"
+    specs = ["seed=52,packets=20000,hosts=300", "seed=53,packets=20000,hosts=300"]
+    collect(shared, "a", specs[0])
+    agg = Proc(["aggregator", "run", "--shared", str(shared), *FAST], tmp_path / "agg.log")
+    filler = small_disk / "filler"
+    try:
+        wait_for(lambda: cumulative(shared).get("valid_packets") == 20000, 120, what="first node consumed")
+        with open(filler, "wb", buffering=0) as f:  # fill the disk to the last byte
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 20))
+                    f.flush()
+            except OSError:
+                pass
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+            except OSError:
+                pass
+        wait_for(lambda: "cannot renew the lease" in agg.output() or "storage error" in agg.output()
+                 or "cannot write aggregator status" in agg.output(), 60, what="the daemon to meet the full disk")
+        assert agg.p.poll() is None, agg.output()
+        filler.unlink()
+        collect(shared, "b", specs[1])
+        wait_for(lambda: cumulative(shared).get("valid_packets") == 40000, 120, what="second node consumed")
+        assert agg.p.poll() is None and "Traceback" not in agg.output(), agg.output()
+    finally:
+        filler.unlink(missing_ok=True)
+        rc = agg.stop()
+    assert rc == 0, agg.output()
+    r = drain(shared)
+    assert r.returncode == 0, r.stderr
+    assert cumulative(shared) == expected(*specs)
