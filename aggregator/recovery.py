@@ -39,7 +39,7 @@ def prepare(layout: Layout) -> None:
     q = layout.quarantine()
     qdirs = [p for p in q.iterdir() if p.is_dir()] if q.exists() else []
     for d in (layout.aggregator(), layout.checkpoints(), layout.period_sums(), layout.reports(),
-              layout.period_reports(), layout.history(), *qdirs):
+              layout.period_reports(), layout.history(), layout.history_versions(), *qdirs):
         landing.remove_stale_temps(d)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -22,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from netsense import landing, sharejson
-from netsense.layout import CUMULATIVE_REPORT, HISTORY_DIR, LATEST_REPORT, PERIOD_REPORTS_DIR, iso, stamp
+from netsense.layout import (CUMULATIVE_REPORT, HISTORY_DIR, HISTORY_VERSIONS_DIR, LATEST_REPORT,
+                             PERIOD_REPORTS_DIR, iso, stamp)
 
 from .analytics import ANALYTICS_KEYS, Analytics, Top
 
@@ -99,6 +101,8 @@ def write_period(reports: Path, doc: dict, *, latest: bool) -> None:
         landing.write_text(reports / LATEST_REPORT, _dump(doc))
 
 
+log = logging.getLogger("netsense.aggregator")
+
 HISTORY_SCHEMA = pa.schema(
     [("period_id", pa.string()), ("period_start", pa.timestamp("s", tz="UTC")),
      ("period_end", pa.timestamp("s", tz="UTC")), ("version", pa.int32()), ("restatement", pa.bool_()),
@@ -107,25 +111,87 @@ HISTORY_SCHEMA = pa.schema(
 )
 
 
-def write_history_row(reports: Path, doc: dict) -> Path:
-    """One Parquet file per final period version; the folder is the dataset."""
-    hdir = reports / HISTORY_DIR
-    hdir.mkdir(parents=True, exist_ok=True)
-    p = doc["period"]
+def history_row(doc: dict) -> dict:
     from datetime import datetime
 
-    row = {"period_id": p["id"],
-           "period_start": datetime.fromisoformat(p["start"].replace("Z", "+00:00")),
-           "period_end": datetime.fromisoformat(p["end"].replace("Z", "+00:00")),
-           "version": doc["version"], "restatement": doc["restatement"], "generation": doc["generation"],
-           "nodes": len(doc["nodes"]), "windows": len(doc["windows"]), "anonymization": doc["anonymization"],
-           **doc["analytics"]}
-    table = pa.Table.from_pylist([row], schema=HISTORY_SCHEMA)
+    p = doc["period"]
+    return {"period_id": p["id"],
+            "period_start": datetime.fromisoformat(p["start"].replace("Z", "+00:00")),
+            "period_end": datetime.fromisoformat(p["end"].replace("Z", "+00:00")),
+            "version": doc["version"], "restatement": doc["restatement"], "generation": doc["generation"],
+            "nodes": len(doc["nodes"]), "windows": len(doc["windows"]), "anonymization": doc["anonymization"],
+            **doc["analytics"]}
+
+
+def _day_file(directory: Path, period_id: str) -> Path:
+    return directory / f"{period_id[:8]}.parquet"
+
+
+def _rows(path: Path) -> list[dict]:
+    try:
+        return pq.read_table(path, schema=HISTORY_SCHEMA).to_pylist()
+    except FileNotFoundError:
+        return []
+    except (OSError, pa.ArrowException) as e:  # ours, but never trusted blindly: rebuilt from what follows
+        log.warning("history file %s is unreadable (%s); rewriting it", path, e)
+        return []
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    rows.sort(key=lambda r: (r["period_id"], r["version"]))
     buf = io.BytesIO()
-    pq.write_table(table, buf)
-    path = hdir / f"{p['id']}.v{doc['version']}.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=HISTORY_SCHEMA), buf)
     landing.atomic_write(path, buf.getvalue(), replace=True)
-    return path
+
+
+def write_history_row(reports: Path, doc: dict) -> Path:
+    """Record a final period version in the two history datasets (one Parquet file per UTC day).
+
+    ``history/``: each period once, its latest final version, so reading the folder plainly (as
+    the README shows) sums correctly; ``history-versions/``: every final version. Writing is
+    idempotent (a version already there is replaced, not added), so a republication after a
+    crash never adds a row twice.
+    """
+    migrate_history(reports)
+    row = history_row(doc)
+    pid = row["period_id"]
+    vdir, hdir = reports / HISTORY_VERSIONS_DIR, reports / HISTORY_DIR
+    vdir.mkdir(parents=True, exist_ok=True)
+    hdir.mkdir(parents=True, exist_ok=True)
+    vpath = _day_file(vdir, pid)
+    versions = [r for r in _rows(vpath) if (r["period_id"], r["version"]) != (pid, row["version"])]
+    _write_rows(vpath, versions + [row])
+    hpath = _day_file(hdir, pid)
+    latest = [r for r in _rows(hpath) if r["period_id"] != pid]
+    prev = [r for r in versions if r["period_id"] == pid and r["version"] > row["version"]]
+    _write_rows(hpath, latest + [max(prev, key=lambda r: r["version"]) if prev else row])
+    return hpath
+
+
+def migrate_history(reports: Path) -> None:
+    """Fold the per-version files of earlier releases (``history/<ID>.v<N>.parquet``) into day files."""
+    hdir = reports / HISTORY_DIR
+    old = sorted(hdir.glob("*.v*.parquet")) if hdir.is_dir() else []
+    if not old:
+        return
+    by_day: dict = {}
+    for f in old:
+        for r in _rows(f):
+            by_day.setdefault(r["period_id"][:8], []).append(r)
+    vdir = reports / HISTORY_VERSIONS_DIR
+    vdir.mkdir(parents=True, exist_ok=True)
+    for day, rows in by_day.items():
+        vpath, hpath = vdir / f"{day}.parquet", hdir / f"{day}.parquet"
+        have = {(r["period_id"], r["version"]): r for r in _rows(vpath) + rows}
+        _write_rows(vpath, list(have.values()))
+        newest: dict = {}
+        for r in have.values():
+            if r["version"] > newest.get(r["period_id"], {"version": 0})["version"]:
+                newest[r["period_id"]] = r
+        _write_rows(hpath, list(newest.values()))
+    for f in old:
+        f.unlink(missing_ok=True)
+    log.info("history: %d per-version file(s) folded into %d day file(s)", len(old), len(by_day))
 
 
 def format_table(doc: dict) -> str:

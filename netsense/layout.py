@@ -42,7 +42,8 @@ CUMULATIVE_PREFIX = "cumulative"
 CUMULATIVE_REPORT = "cumulative.json"
 LATEST_REPORT = "latest.json"
 PERIOD_REPORTS_DIR = "periods"       # periods/<ID>.json, periods/<ID>.v<N>.json
-HISTORY_DIR = "history"              # history/<ID>.v<N>.parquet
+HISTORY_DIR = "history"              # history/<YYYYMMDD>.parquet: each final period once, latest version
+HISTORY_VERSIONS_DIR = "history-versions"  # history-versions/<YYYYMMDD>.parquet: every final version
 
 # --- grammar (mirrored in shared_fs_layout.md, section "Names") ---
 GRAMMAR = {
@@ -191,6 +192,9 @@ class Layout:
 
     def history(self) -> Path:
         return self.root / REPORTS_DIR / HISTORY_DIR
+
+    def history_versions(self) -> Path:
+        return self.root / REPORTS_DIR / HISTORY_VERSIONS_DIR
 
     def quarantine(self, node: str | None = None) -> Path:
         q = self.root / QUARANTINE_DIR

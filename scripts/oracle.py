@@ -374,8 +374,9 @@ def verify_periods(shared: Path, expected: Expected) -> list[str]:
         return bad + [f"history dataset unreadable: {e}"]
     newest: dict = {}
     for r in rows:
-        if r["version"] > newest.get(r["period_id"], {"version": 0})["version"]:
-            newest[r["period_id"]] = r
+        if r["period_id"] in newest:
+            bad.append(f"history lists period {r['period_id']} twice: read plainly it would over-count")
+        newest[r["period_id"]] = r
     if set(newest) != set(want):
         bad.append(f"history periods differ: {sorted(set(newest) ^ set(want))[:4]}")
     for pid, r in newest.items():

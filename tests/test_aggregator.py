@@ -206,8 +206,15 @@ def test_late_window_restates_a_final_period_and_keeps_the_old_report(shared):
     a = synthetic_packets("seed=1,packets=20000,rate=10000")
     b = synthetic_packets("seed=2,packets=10000,rate=10000")
     assert second["analytics"] == nine(np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]]))
-    rows = sorted(p.name for p in (shared / "reports" / "history").glob("*.parquet"))
-    assert rows == ["20260101T000000Z.v1.parquet", "20260101T000000Z.v2.parquet"]
+    import pyarrow.dataset as ds
+
+    # Read plainly, the history holds the period once, its latest version; every version is in
+    # history-versions/. One Parquet file per UTC day, not one per version.
+    latest = ds.dataset(shared / "reports" / "history", format="parquet").to_table().to_pylist()
+    assert [(r["period_id"], r["version"], r["valid_packets"]) for r in latest] == [("20260101T000000Z", 2, 30000)]
+    versions = ds.dataset(shared / "reports" / "history-versions", format="parquet").to_table().to_pylist()
+    assert sorted((r["period_id"], r["version"]) for r in versions) == [("20260101T000000Z", 1), ("20260101T000000Z", 2)]
+    assert sorted(p.name for p in (shared / "reports" / "history").iterdir()) == ["20260101.parquet"]
 
 
 def test_period_waits_for_a_running_node_then_grace_finalizes_it(shared):

@@ -82,7 +82,8 @@ def test_aggregator_private_names_match_layout():
 
 def test_report_names_match_layout():
     entries = {e.split("/")[0] for e in _tree_block("reports")}
-    assert entries == {layout.CUMULATIVE_REPORT, layout.LATEST_REPORT, layout.PERIOD_REPORTS_DIR, layout.HISTORY_DIR}
+    assert entries == {layout.CUMULATIVE_REPORT, layout.LATEST_REPORT, layout.PERIOD_REPORTS_DIR, layout.HISTORY_DIR,
+                       layout.HISTORY_VERSIONS_DIR}
     assert f"<file>{layout.REASON_SUFFIX}" in section("Directory tree")
 
 
