@@ -15,8 +15,8 @@ from pathlib import Path
 
 from graphblas import ss as _gb_ss  # loaded here: graphblas loads .ss lazily, and not thread-safely
 
-from netsense import __version__, landing, statusdoc, winfile
-from netsense.errors import AlreadyLanded, LandingError
+from netsense import __version__, landing, sharejson, statusdoc, winfile
+from netsense.errors import AlreadyLanded, ConfigError, LandingError
 from netsense.faults import failpoint
 from netsense.layout import Layout, WindowName, check_node, iso
 from netsense.lease import NodeLease
@@ -299,6 +299,28 @@ class Collector:
         self.summary.last_window = prev.get("last_window")
         return prev
 
+    # -- the share's key -------------------------------------------------------------
+    def check_anonymization(self) -> None:
+        """Refuse at start when this node's anonymization differs from what the share counts.
+
+        The aggregator keeps one anonymization per share and quarantines windows of any other
+        (anonymization_mismatch): a plain node on an anonymized share, or another key, would
+        otherwise start cleanly, look finished in ``status``, and count nothing.
+        """
+        doc = sharejson.read_object(self.layout.cumulative_report(), max_bytes=256 << 20) or {}
+        gen = doc.get("generation")
+        if not (type(gen) is int and gen > 0) or "anonymization" not in doc:
+            return  # nothing counted yet: this node's windows will set the share's key
+        theirs = doc["anonymization"]
+        ours = self.anonymizer.fingerprint if self.anonymizer is not None else None
+        if theirs != ours:
+            def name(x):
+                return f"anonymized with key {x}" if x else "not anonymized"
+            raise ConfigError(f"this share's windows are {name(theirs)}, this collector's would be {name(ours)}: "
+                              f"the aggregator would quarantine every one of them; "
+                              + ("start it with --anonymize and the share's key file" if theirs else
+                                 "start it without --anonymize") + ", or use another shared directory")
+
     # -- time ------------------------------------------------------------------
     def check_times(self, rec):
         """Skip records of implausible time by reason (never counted into a period), and say so."""
@@ -321,6 +343,7 @@ class Collector:
         self.layout.ensure(self.landing_dir, self.layout.status_dir())
         # One running collector per node name, on any host: two would land the same traffic twice
         # (or interleave two sources under one name). Held for the whole run, renewed by a thread.
+        self.check_anonymization()
         lease = NodeLease(self.layout.node_lease(self.cfg.node), self.cfg.node, self.lease_ttl)
         try:
             lease.acquire()

@@ -113,3 +113,24 @@ def test_history_read_plainly_sums_like_the_cumulative_report_after_restatements
     assert sum(r["valid_packets"] for r in latest) == cum == 31000
     assert len({r["period_id"] for r in latest}) == len(latest)
     assert len(list((shared / "reports" / "history").iterdir())) == 1  # one file for the day, not one per version
+
+
+def test_a_collector_whose_anonymization_differs_from_the_share_s_refuses_at_start(shared, tmp_path):
+    """Old code started a plain node on an anonymized share cleanly: its windows were all
+    quarantined while status showed it as finished."""
+    key = tmp_path / "k.cryptopant"
+    base = ["--shared", str(shared), "--window-packets", "5000"]
+    r = run_cli("collector", "run", "--node", "anon1", "--anonymize", str(key), *base,
+                "--source", "synthetic:seed=81,packets=12000")
+    assert r.returncode == 0, r.stderr
+    assert run_cli("aggregator", "run", "--shared", str(shared), "--once").returncode == 0
+    for extra, says in (([], "start it with --anonymize"),
+                        (["--anonymize", str(tmp_path / "other.key")], "anonymized with key")):
+        r = run_cli("collector", "run", "--node", "plain1", *extra, *base, "--source", "synthetic:seed=82,packets=5000")
+        errors = [x for x in r.stderr.splitlines() if x.startswith("Error:")]
+        assert r.returncode == 1 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+        assert says in errors[0]
+    assert not (shared / "nodes" / "plain1").exists() or not list((shared / "nodes" / "plain1").iterdir())
+    r = run_cli("collector", "run", "--node", "anon2", "--anonymize", str(key), *base,
+                "--source", "synthetic:seed=83,packets=5000")
+    assert r.returncode == 0, r.stderr  # the share's own key is welcome
