@@ -38,6 +38,17 @@ small extra collector (a feeder) is started so the aggregator always has windows
 Every process's CPU time is accounted by role and printed.  Exit status 1 on any mismatch or
 error.
 
+Long-run scenarios (``scripts/faultharness.py``, ``--scenarios all|none|NAME,...``, default all)
+are planned as kill points of their own kind (``scenario <name>``) in the same rounds, each at
+least once per run: a frozen holder and its standby (SIGSTOP past a 3 s lease, SIGCONT), a
+standby whose clock runs 120 s ahead, a kill and failed commit/rollback I/O errors in recovery,
+a ledger deleted under the daemon (then ``aggregator repair``), a full disk (the round's share on
+a 64 MiB tmpfs; left out, and said so, where no tmpfs can be mounted), a FIFO and a flood of
+2,000 junk files under valid window names.  The aggregator life that takes one is driven by the
+scenario, which checks what the product must do meanwhile; the round still ends with the drain
+and the exact comparison.  Checks of ``faultharness.KNOWN_FAILING`` scenarios (product bugs
+reported, not yet fixed) are listed as known failures, not errors.
+
 The test suite runs a short version (``tests/test_crash.py``) as a real process, with
 ``--summary-json`` to check what fired.
 """
@@ -67,7 +78,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # oracle.py, the sibling module
 
 from oracle import (PCAP_WINDOW, PERIOD_SECONDS, SYN_WINDOW, Expected, Traffic, read_json,  # noqa: E402
-                    synthetic_traffic, temp_files, tshark_traffic, verify)
+                    synthetic_traffic, temp_files, tshark_traffic, verify, verify_periods)
+
+import faultharness  # noqa: E402  (the long-run scenarios, mixed into the rounds)
+from faultharness import SCENARIOS  # noqa: E402
 
 from netsense.faults import POINTS  # noqa: E402
 REAL_PCAPS = ROOT.parent / "shared" / "pcaps" / "real"
@@ -122,8 +136,9 @@ class Child:
     time lands in ``account[role]`` (what the harness spends its time on)."""
 
     def __init__(self, args: list[str], log: Path, failpoint: str | None = None, role: str = "other",
-                 account: Counter | None = None):
-        env = {k: v for k, v in os.environ.items() if k != "NETSENSE_FAILPOINT"}
+                 account: Counter | None = None, env: dict | None = None):
+        env = {**{k: v for k, v in os.environ.items() if k not in ("NETSENSE_FAILPOINT", "NETSENSE_CLOCK_SKEW")},
+               **(env or {})}
         env["PYTHONUNBUFFERED"] = "1"
         if failpoint:
             env["NETSENSE_FAILPOINT"] = failpoint
@@ -195,42 +210,63 @@ def run_once(shared: Path, log: Path, extra: list[str] = (), timeout: float = 30
 @dataclass
 class KillPoint:
     target: str          # "agg" or "col"
-    how: str             # "failpoint" or "sigkill"
-    name: str            # failpoint name, or "sigkill"
+    how: str             # "failpoint", "sigkill" or "scenario" (faultharness.SCENARIOS, aggregator only)
+    name: str            # failpoint name, "sigkill", or the scenario's name
     n: int = 1           # failpoint: die at the n-th hit
     delay: float = 0.0   # sigkill: seconds after the process is up
     tries: int = 0
 
     @property
     def kind(self) -> str:
+        if self.how == "scenario":
+            return f"scenario {self.name}"
         return f"{self.target} {self.name}" if self.how == "failpoint" else f"{self.target} sigkill"
 
     def env(self) -> str | None:
+        if self.how == "scenario":
+            return SCENARIOS[self.name].failpoint
         return f"{self.name}:{self.n}" if self.how == "failpoint" else None
 
 
+SCENARIO_SHARE = 0.05   # of the random rest of a plan: scenarios beyond the one of each per run
+
+
 def _point(rng: random.Random, target: str, name: str) -> KillPoint:
+    if target == "scenario":
+        return KillPoint("agg", "scenario", name)
     if name == "sigkill":  # seconds after the process is up (holds the lease / wrote its status)
         return KillPoint(target, "sigkill", "sigkill", delay=round(rng.uniform(0.0, 2.5), 3))
     return KillPoint(target, "failpoint", name, n=rng.randint(*FP_RANGE[name]))
 
 
-def kill_plan(n: int, rng: random.Random, agg_land_temp: bool = True) -> list[KillPoint]:
+def kill_plan(n: int, rng: random.Random, agg_land_temp: bool = True, scenarios: tuple = ()) -> list[KillPoint]:
     """``n`` kill points; the first ones cover every failpoint name and both outside kills.
 
     With ``agg_land_temp`` the random rest also kills the aggregator at ``col.land.temp``: the
     landing helper's "temp written, not yet renamed" step, which the aggregator reaches on
-    every atomic write (lease, checkpoints, period files, reports, status, reason files)."""
+    every atomic write (lease, checkpoints, period files, reports, status, reason files).
+
+    ``scenarios`` (names of ``faultharness.SCENARIOS``): the rest holds each of them once, at a
+    random place, and a few more at random (``SCENARIO_SHARE``); a plan too short for all of them
+    is completed by the harness's extra rounds, as for a failpoint never reached.  Without
+    scenarios the plan is the one earlier versions drew for the same seed."""
     cover = [_point(rng, "agg", p) for p in AGG_POINTS] + [_point(rng, "col", p) for p in COL_POINTS]
     cover += [_point(rng, "agg", "sigkill"), _point(rng, "col", "sigkill")]
     rng.shuffle(cover)
     plan = cover[:n]
+    head = len(plan)
     while len(plan) < n:
-        if rng.random() < 0.6:
+        if scenarios and rng.random() < SCENARIO_SHARE:
+            plan.append(_point(rng, "scenario", rng.choice(scenarios)))
+        elif rng.random() < 0.6:
             plan.append(_point(rng, "agg", rng.choice(AGG_POINTS + ("sigkill",) * 2
                                                       + (("col.land.temp",) if agg_land_temp else ()))))
         else:
             plan.append(_point(rng, "col", rng.choice(COL_POINTS + ("sigkill",))))
+    once = [_point(rng, "scenario", s) for s in scenarios]
+    rng.shuffle(once)
+    for i, p in zip(rng.sample(range(head, n), min(len(once), n - head)), once):
+        plan[i] = p  # each scenario once, in place of a random point of the rest
     return plan
 
 
@@ -273,6 +309,8 @@ class RoundResult:
     quarantined: int = 0
     seconds: float = 0.0
     cpu: Counter = field(default_factory=Counter)   # role -> CPU seconds of its processes; "<role> starts"
+    known: list = field(default_factory=list)       # failed checks of faultharness.KNOWN_FAILING scenarios
+    tmpfs: bool = False                             # the share was a size-limited tmpfs
 
 
 class Round:
@@ -303,6 +341,17 @@ class Round:
         self.agg_starts = 0
         self.injected: list[tuple[str, str, str]] = []
         self.injections_done = False
+        self.scenario = None                  # the generator driving a scenario's aggregator life
+        self.others: list[Child] = []         # standbys, repairs: killed with the round
+        self.on_tmpfs = False
+        self.known_damage: dict[str, str] = {}  # "periods" -> the known-failing scenario that damaged them
+        self.disk_full = False                # a disk-full episode: collectors are not (re)started,
+        self.enospc_until = 0.0               # and one that fails to start on ENOSPC until then is restarted
+        if any(p.how == "scenario" and SCENARIOS[p.name].tmpfs for p in points):
+            why = faultharness.tmpfs_mount(self.shared)
+            if why:
+                self.error(f"cannot mount a tmpfs on {self.shared}: {why}")
+            self.on_tmpfs = self.r.tmpfs = not why
         self.topups = 0
         self.deadline = deadline
         self.stop = stop or threading.Event()
@@ -325,6 +374,19 @@ class Round:
     def event(self, msg: str) -> None:
         with open(self.logs / "events.log", "a") as f:
             f.write(f"{time.monotonic() - self.t0:8.3f} {datetime.now().strftime('%H:%M:%S.%f')[:-3]} {msg}\n")
+
+    def check_failed(self, scenario: str, msg: str, damage: str | None = None) -> None:
+        """A scenario's check failed: an error, or a known failure (faultharness.KNOWN_FAILING).
+
+        ``damage`` ("periods"): what the known bug just damaged on the share; the drain's check of
+        it in this round (period reports and history) is then listed as known failures too."""
+        if scenario in faultharness.KNOWN_FAILING:
+            self.r.known.append(f"round {self.r.index}: {scenario}: {msg}")
+            self.event(f"KNOWN FAILURE {scenario}: {msg}")
+            if damage:
+                self.known_damage.setdefault(damage, scenario)
+        else:
+            self.error(msg)
 
     def fired(self, p: KillPoint, who: str) -> None:
         self.r.fired[p.kind] += 1
@@ -369,7 +431,8 @@ class Round:
             if job.done:
                 continue
             if job.proc is None:
-                self.start_collector(job, now)
+                if not self.disk_full:  # a start-up on a full share fails by design (one-line error)
+                    self.start_collector(job, now)
                 continue
             rc = job.proc.poll()
             if rc is None:
@@ -389,6 +452,13 @@ class Round:
                 continue
             if job.point:  # finished before the kill point was reached
                 self.retry(job.point, self.col_queue, job.node)
+            out = job.proc.output().strip()
+            if rc > 0 and now < self.enospc_until and out.startswith("Error:") and "No space left on device" in out:
+                # Its start-up writes failed on the full disk, before it read anything (a one-line
+                # error, by design): start it again.  A collector already running must spool instead.
+                self.event(f"collector {job.node} (start {job.starts}) could not start on the full disk: restarted")
+                job.proc = None
+                continue
             if rc != 0:
                 self.error(f"collector {job.node} (start {job.starts}) exited {rc}:\n{job.proc.tail()}")
                 job.done = True
@@ -409,8 +479,9 @@ class Round:
                                     f"packets=60000,rate=20000,hosts=2000,pace=10000,batch=2048", SYN_WINDOW))
 
     # -- the aggregator -----------------------------------------------------------------
-    def start_aggregator(self, now: float) -> None:
-        self.agg_point = self.agg_queue.pop(0) if self.agg_queue else None
+    def spawn_aggregator(self, tag: str = "", failpoint: str | None = None, env: dict | None = None,
+                         lease_ttl: bool = False) -> Child:
+        """One more aggregator daemon (the round's, or a scenario's standby)."""
         if self.agg_starts:
             self.r.agg_restarts += 1
         self.agg_starts += 1
@@ -418,13 +489,56 @@ class Round:
         # stretches of the write-ahead log that recovery must replay (windows and finalizations).
         ckpt = ["--checkpoint-windows", str(self.rng.choice([1, 5, 30, 4096])),
                 "--checkpoint-seconds", str(self.rng.choice([0.3, 2, 600]))]
-        self.agg = Child(["aggregator", "run", "--shared", str(self.shared), *AGG_ARGS, *ckpt],
-                         self.logs / f"agg-{self.agg_starts:03d}.log",
-                         self.agg_point.env() if self.agg_point else None, "aggregator", self.r.cpu)
-        self.event(f"start aggregator #{self.agg_starts} {self.agg_point}")
+        c = Child(["aggregator", "run", "--shared", str(self.shared), *AGG_ARGS, *ckpt,
+                   *(faultharness.LEASE_TTL if lease_ttl else [])],
+                  self.logs / f"agg-{self.agg_starts:03d}{'-' + tag if tag else ''}.log", failpoint, "aggregator",
+                  self.r.cpu, env)
+        if tag:
+            self.others.append(c)
+            self.event(f"start aggregator #{self.agg_starts} ({tag}, pid {c.p.pid})")
+        return c
+
+    def spawn(self, args: list[str], role: str) -> Child:
+        """Another real process of the round (``aggregator repair``)."""
+        c = Child(args, self.logs / f"{role}-{len(self.others):02d}.log", role=role, account=self.r.cpu)
+        self.others.append(c)
+        self.event(f"start {' '.join(args[:2])} (pid {c.p.pid})")
+        return c
+
+    def start_aggregator(self, now: float) -> None:
+        p = self.agg_point = self.agg_queue.pop(0) if self.agg_queue else None
+        sc = SCENARIOS[p.name] if p and p.how == "scenario" else None
+        self.agg = self.spawn_aggregator(failpoint=p.env() if p else None, lease_ttl=bool(sc and sc.lease_ttl))
+        self.event(f"start aggregator #{self.agg_starts} (pid {self.agg.p.pid}) {p}")
         self.agg_kill_at = self.agg_up_at = None
+        self.scenario = sc.run(self, p) if sc else None
+
+    def tick_scenario(self) -> None:
+        """One step of the scenario driving this aggregator life; when it ends, the next life starts."""
+        p = self.agg_point
+        try:
+            next(self.scenario)
+            return
+        except StopIteration as done:
+            outcome = done.value
+        except Exception as e:  # a harness bug must not pass for a clean scenario
+            import traceback
+
+            self.error(f"scenario {p.name} failed: {e}\n{traceback.format_exc()}")
+            outcome = "fired"
+        self.scenario = None
+        if self.agg is not None:  # every scenario ends its aggregator life; make sure
+            self.stop_aggregator()
+        if outcome == "retry":
+            self.retry(p, self.agg_queue, "aggregator")
+        else:
+            self.fired(p, "scenario")
+        self.agg_point = None
 
     def tick_aggregator(self, now: float) -> None:
+        if self.scenario is not None:
+            self.tick_scenario()
+            return
         if self.agg is None:
             self.start_aggregator(now)
             return
@@ -538,11 +652,18 @@ class Round:
 
             self.error(f"harness error: {e}\n{traceback.format_exc()}")
         finally:
+            if self.scenario is not None:
+                self.scenario.close()  # its cleanup: SIGCONT, the filler removed
             for j in self.jobs:
                 if j.proc is not None and j.proc.poll() is None:
                     j.proc.kill()
-            if self.agg is not None and self.agg.poll() is None:
-                self.agg.kill()
+            for c in [self.agg, *self.others]:
+                if c is not None and c.poll() is None:
+                    c.kill()
+            if self.on_tmpfs:
+                if self.r.mismatches or self.r.errors:  # keep the evidence on disk (FIFOs as FIFOs)
+                    subprocess.run(["cp", "-a", str(self.shared), str(self.dir / "shared.kept")], timeout=300)
+                faultharness.tmpfs_umount(self.shared)
         self.r.seconds = time.monotonic() - t0
         return self.r
 
@@ -577,8 +698,13 @@ class Round:
         if rc != 0:
             self.error(f"final drain exited {rc}: {(self.logs / 'drain.log').read_text()[-2000:]}")
         traffic = [self.traffic(j) for j in self.jobs]
-        bad, facts = verify(self.shared, Expected.of(traffic), self.injected)
+        expected = Expected.of(traffic)
+        sc = self.known_damage.get("periods")
+        bad, facts = verify(self.shared, expected, self.injected, check_periods=sc is None)
         self.r.mismatches += [f"round {self.r.index}: {b}" for b in bad]
+        if sc:  # checked all the same, and listed: the known bug's damage, not a new one
+            self.r.known += [f"round {self.r.index}: {sc} (its damage, at the drain): {b}"
+                             for b in verify_periods(self.shared, expected)]
         self.r.windows = facts.get("windows", 0)
         self.r.packets = facts.get("packets", 0)
         self.r.quarantined = facts.get("quarantined", 0)
@@ -596,6 +722,8 @@ class Summary:
     pcap_note: str = ""
     seconds: float = 0.0
     cpu_self: float = 0.0
+    scenarios: tuple = ()            # the scenarios this run was asked to include
+    scenario_note: str = ""          # why a scenario was left out (disk-full without a tmpfs)
 
     def total(self, attr):
         out = Counter() if isinstance(getattr(self.rounds[0], attr), Counter) else 0
@@ -616,15 +744,24 @@ class Summary:
         return [e for r in self.rounds for e in r.errors]
 
     @property
+    def known(self) -> list:
+        return [k for r in self.rounds for k in r.known]
+
+    @property
     def ok(self) -> bool:
         return bool(self.rounds) and not self.mismatches and not self.errors
 
     def as_json(self) -> dict:
         """What a caller (tests/test_crash.py) checks, for ``--summary-json``."""
-        return {"ok": self.ok, "seed": self.seed, "fired": dict(self.fired), "mismatches": self.mismatches,
+        fired = self.fired
+        return {"ok": self.ok, "seed": self.seed, "fired": dict(fired), "mismatches": self.mismatches,
                 "errors": self.errors, "agg_restarts": self.total("agg_restarts") if self.rounds else 0,
                 "windows": self.total("windows") if self.rounds else 0,
-                "rounds": [{"index": r.index, "quarantined": r.quarantined, "windows": r.windows}
+                "scenarios": {s: fired[f"scenario {s}"] for s in self.scenarios},
+                "scenario_note": self.scenario_note, "known_failures": self.known,
+                "known_failing": {s: faultharness.KNOWN_FAILING[s] for s in self.scenarios
+                                  if s in faultharness.KNOWN_FAILING},
+                "rounds": [{"index": r.index, "quarantined": r.quarantined, "windows": r.windows, "tmpfs": r.tmpfs}
                            for r in self.rounds], "seconds": self.seconds}
 
     def report(self) -> str:
@@ -634,9 +771,14 @@ class Summary:
             by_target[k.split()[0]] += v
         lines = [f"crashtest: seed {self.seed}, {len(self.rounds)} rounds in {self.seconds:.1f}s",
                  f"kill points fired: {sum(fired.values())} "
-                 f"(aggregator {by_target['agg']}, collectors {by_target['col']})"]
-        for k in sorted(fired):
-            lines.append(f"  {k:<22} {fired[k]}")
+                 f"(aggregator {by_target['agg']}, collectors {by_target['col']}, scenarios {by_target['scenario']})"]
+        for k in sorted(fired, key=lambda k: (k.startswith("scenario"), k)):
+            lines.append(f"  {k:<28} {fired[k]}")
+        for sc in self.scenarios:
+            if not fired[f"scenario {sc}"]:
+                lines.append(f"  scenario {sc:<19} 0  (never fired)")
+        if self.scenario_note:
+            lines.append(f"  {self.scenario_note}")
         unreached = self.total("unreached") if self.rounds else Counter()
         if unreached:
             lines.append(f"  given up, never reached: {dict(unreached)}")
@@ -649,6 +791,9 @@ class Summary:
         lines.append(f"window files consumed (distinct identities): {self.total('windows')}")
         lines.append(f"packets: {self.total('packets')}")
         lines.append(f"quarantined on purpose: {self.total('quarantined')}")
+        tmpfs = sum(r.tmpfs for r in self.rounds)
+        if tmpfs:
+            lines.append(f"rounds on a {faultharness.TMPFS_SIZE} tmpfs (disk-full): {tmpfs}")
         elsewhere = self.total("temp_elsewhere") if self.rounds else Counter()
         lines.append(f"temp files left after restarts: nodes/ 0 expected; elsewhere (status/, reports/, ...) "
                      f"{dict(elsewhere) or 0}")
@@ -661,13 +806,21 @@ class Summary:
         lines += [f"  {m}" for m in self.mismatches[:50]]
         lines.append(f"errors: {len(self.errors)}")
         lines += [f"  {e}" for e in self.errors[:20]]
+        failing = [s for s in self.scenarios if s in faultharness.KNOWN_FAILING]
+        if failing:
+            lines.append(f"known-failing scenarios (product bugs reported, checks not counted as errors): "
+                         f"{len(self.known)} failed check(s)")
+            lines += [f"  {s}: {faultharness.KNOWN_FAILING[s]}" for s in failing]
+            lines += [f"  {k}" for k in self.known[:10]]
         return "\n".join(lines)
 
 
 def run_harness(kill_points: int = 200, seed: int | None = None, workdir: Path | None = None, jobs: int = 3,
                 per_round: int = 12, use_pcaps: bool = True, log=print, stop: threading.Event | None = None,
-                round_deadline: float = 300.0, agg_land_temp: bool = True, collectors: int = 3) -> Summary:
-    """Run rounds until at least ``kill_points`` kill points have fired (or were given up)."""
+                round_deadline: float = 300.0, agg_land_temp: bool = True, collectors: int = 3,
+                scenarios: tuple = tuple(SCENARIOS)) -> Summary:
+    """Run rounds until at least ``kill_points`` kill points have fired (or were given up), each of
+    ``scenarios`` among them."""
     seed = random.randrange(1 << 32) if seed is None else seed
     self_cpu0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
     rng = random.Random(seed)
@@ -679,10 +832,17 @@ def run_harness(kill_points: int = 200, seed: int | None = None, workdir: Path |
         log(f"real captures: {len(pcaps)} candidates; numba warm-up took {warm_pcap_reader(pcaps):.1f}s")
     base = Path(workdir or tempfile.mkdtemp(prefix="netsense-crash-"))
     base.mkdir(parents=True, exist_ok=True)
+    tmpfs = [s for s in scenarios if SCENARIOS[s].tmpfs]
+    why = faultharness.tmpfs_probe(base) if tmpfs else ""
+    if why:
+        scenarios = tuple(s for s in scenarios if s not in tmpfs)
+        summary.scenario_note = f"skipped {', '.join(tmpfs)}: cannot mount a tmpfs ({why})"
+        log(summary.scenario_note)
+    summary.scenarios = scenarios
     stop = stop or threading.Event()
     cache: dict = {}
     lock = threading.Lock()
-    plan = kill_plan(kill_points, rng, agg_land_temp)
+    plan = kill_plan(kill_points, rng, agg_land_temp, scenarios)
     chunks = [plan[i:i + per_round] for i in range(0, len(plan), per_round)]
     seeds = [rng.randrange(1 << 32) for _ in range(len(chunks) + 8)]
 
@@ -701,10 +861,11 @@ def run_harness(kill_points: int = 200, seed: int | None = None, workdir: Path |
     while not stop.is_set() and extra < len(seeds):
         fired = summary.fired
         uncovered = [n for n in POINTS if not fired[f"{n[:3]} {n}"]]
+        unfired = [s for s in scenarios if not fired[f"scenario {s}"]]
         missing = kill_points - sum(fired.values())
-        if missing <= 0 and not uncovered:
+        if missing <= 0 and not uncovered and not unfired:
             break
-        more = [_point(rng, n[:3], n) for n in uncovered]
+        more = [_point(rng, n[:3], n) for n in uncovered] + [_point(rng, "scenario", s) for s in unfired]
         more += kill_plan(missing - len(more), rng, agg_land_temp) if missing > len(more) else []
         summary.rounds.append(one(extra, more))
         extra += 1
@@ -731,10 +892,17 @@ def main(argv=None) -> int:
                     help="also write the summary (fired kill points, mismatches, errors) as JSON to FILE")
     ap.add_argument("--plan-json", action="store_true",
                     help="print the kill plan for --kill-points and --seed as JSON and exit")
+    ap.add_argument("--scenarios", default="all", metavar="all|none|NAME,NAME",
+                    help="long-run fault scenarios mixed into the rounds, each at least once per run (default all: "
+                         + ", ".join(SCENARIOS) + ")")
     ap.add_argument("-q", "--quiet", action="store_true", help="print only the final report")
     a = ap.parse_args(argv)
+    try:
+        scenarios = faultharness.parse_scenarios(a.scenarios)
+    except ValueError as e:
+        ap.error(str(e))
     if a.plan_json:
-        plan = kill_plan(a.kill_points, random.Random(a.seed), not a.no_agg_land_temp)
+        plan = kill_plan(a.kill_points, random.Random(a.seed), not a.no_agg_land_temp, scenarios)
         print(json.dumps([dict(dataclasses.asdict(p), kind=p.kind, env=p.env()) for p in plan]))
         return 0
     workdir = a.keep or Path(tempfile.mkdtemp(prefix="netsense-crash-"))
@@ -748,7 +916,8 @@ def main(argv=None) -> int:
     print(f"crashtest: working in {workdir}", flush=True)
     s = run_harness(a.kill_points, a.seed, workdir, a.jobs, a.per_round, not a.no_pcap,
                     log=(lambda m: None) if a.quiet else (lambda m: print(m, flush=True)), stop=stop,
-                    round_deadline=a.round_deadline, agg_land_temp=not a.no_agg_land_temp, collectors=a.collectors)
+                    round_deadline=a.round_deadline, agg_land_temp=not a.no_agg_land_temp, collectors=a.collectors,
+                    scenarios=scenarios)
     print(s.report())
     if a.summary_json:
         a.summary_json.write_text(json.dumps(s.as_json(), indent=1) + "\n")
