@@ -17,7 +17,8 @@ from .config import AggregatorConfig
 from .loop import drain_aggregator, run_aggregator
 from .reports import format_table
 from .retention import RetentionPolicy
-from .status import format_status, gather_status, load_report
+from .status import check as check_status
+from .status import format_check, format_status, gather_status, load_report
 from .topology import check_parent
 
 SHARED = click.option("--shared", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -172,8 +173,32 @@ def report(shared, period, fmt):
 @main.command()
 @SHARED
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def status(shared, fmt):
+@click.option("--check", is_flag=True,
+              help="Monitoring-plugin mode (Nagios, Icinga, ...): print one summary line first, then one line "
+                   "per node, and exit 0 OK, 1 WARNING (a node stale, files in quarantine, a landed window "
+                   "waiting longer than --stale-seconds) or 2 CRITICAL (the aggregator down, a node down or "
+                   "failed). With --format json the result is under \"check\".")
+@click.option("--stale-seconds", type=Finite(0.1, 30 * 86_400), default=None,
+              help="With --check: the aggregator is down when its status.json is older than this, and pending "
+                   "windows older than this are a warning. Default: 3 of the aggregator's heartbeat intervals, "
+                   "at least 30 s (give more for an aggregator run --once from cron). Nodes are judged by their "
+                   "own --status-interval: stale after 3 missed heartbeats, down after 12.")
+def status(shared, fmt, check, stale_seconds):
     """Show node health (heartbeats, windows landed vs consumed) and aggregator counters."""
-    doc = gather_status(shared)
-    click.echo(json.dumps(doc, indent=1) if fmt == "json" else format_status(doc), nl=fmt == "json")
-    sys.exit(0)
+    if stale_seconds is not None and not check:
+        raise click.UsageError("--stale-seconds only applies with --check")
+    if not check:
+        doc = gather_status(shared)
+        click.echo(json.dumps(doc, indent=1) if fmt == "json" else format_status(doc), nl=fmt == "json")
+        sys.exit(0)
+    try:
+        doc = gather_status(shared)
+        result = check_status(doc, stale_seconds)
+    except Exception as e:  # noqa: BLE001 - a monitoring check answers UNKNOWN (3), never with a traceback
+        click.echo(f"NETSENSE UNKNOWN - cannot read {shared}: {type(e).__name__}: {e}")
+        sys.exit(3)
+    if fmt == "json":
+        click.echo(json.dumps({**doc, "check": result}, indent=1))
+    else:
+        click.echo(format_check(doc, result), nl=False)
+    sys.exit(result["code"])

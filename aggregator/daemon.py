@@ -139,4 +139,5 @@ class Aggregator:
 
     def write_status(self) -> None:
         write_aggregator_status(self.layout, self.lease.host, self.ledger, self.state, self.run_counters,
-                                self.problems_seen)
+                                self.problems_seen,
+                                heartbeat_interval=max(1.0, self.cfg.rescan_seconds + self.cfg.commit_interval))

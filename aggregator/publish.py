@@ -73,10 +73,14 @@ class Publisher:
 
 
 def write_aggregator_status(layout: Layout, host: str, ledger: Ledger, st: State, counters: dict,
-                            problems: set) -> None:
-    """The aggregator's heartbeat and counters (``aggregator/status.json``); advisory, never fatal."""
+                            problems: set, heartbeat_interval: float | None = None) -> None:
+    """The aggregator's heartbeat and counters (``aggregator/status.json``); advisory, never fatal.
+
+    ``heartbeat_interval``: the longest the daemon normally goes between two of these writes
+    while idle (``status --check`` reads the aggregator as down after three of them, 30 s at least)."""
     doc = {"schema": "netsense.aggregator-status/1", "host": host, "pid": os.getpid(),
            "heartbeat_at": iso(time.time()), "heartbeat": time.time(), "generation": ledger.generation,
+           **({} if heartbeat_interval is None else {"heartbeat_interval": round(float(heartbeat_interval), 3)}),
            "windows_consumed": st.counters.get("windows_consumed", 0), "watermarks": st.watermarks,
            "counters": {**st.counters, **counters},
            "problems": sorted(problems)[:100]}  # entries of nodes/ that are never read
