@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from netsense.cli_support import (MAX_SLOT_SECONDS, Finite, Whole, check_not_pseudo, setup_logging, stop_on_signals,
-                                  storage_message, usable_shared)
+from netsense.cli_support import (MAX_SLOT_SECONDS, Finite, Whole, check_not_pseudo, log_options, setup_logging,
+                                  stop_on_signals, storage_message, usable_shared)
 from netsense.errors import NetsenseError
 from netsense.layout import check_node
 from netsense.winfile import load_secret
@@ -86,17 +86,17 @@ def main():
 @click.option("--lease-ttl", default=30.0, show_default=True, type=Finite(1, 3600),
               help="Seconds the aggregator lease lasts without renewal (renewed every third of it). A standby "
                    "takes over a silent lease after it expires and has not changed for half of it more.")
-@click.option("-v", "--verbose", count=True)
-@click.option("-q", "--quiet", is_flag=True)
+@log_options("Debug messages too (the aggregator logs every transaction at the default level already).")
 def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, batch_files, checkpoint_seconds,
         checkpoint_windows, report_seconds, top_n,
-        max_file_bytes, secret, retain_days, retain_gb, threads, parent, parent_node, lease_ttl, verbose, quiet):
+        max_file_bytes, secret, retain_days, retain_gb, threads, parent, parent_node, lease_ttl, verbose, quiet,
+        log_format):
     """Aggregate landed windows into SHARED/reports/ (daemon, or --once).
 
     Only one aggregator may run per shared directory; a second one refuses to
     start. SIGTERM/SIGINT finish the current transaction and exit 0.
     """
-    setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet, log_format)
     stop = stop_on_signals("finishing the transaction")
     try:
         # Start-up checks, before anything is written: a share that can never work, a parent that
@@ -126,9 +126,8 @@ def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, b
                    "else 60).")
 @click.option("--secret", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Shared secret file: only windows with a valid HMAC for it are counted.")
-@click.option("-v", "--verbose", count=True)
-@click.option("-q", "--quiet", is_flag=True)
-def repair(shared, period_seconds, secret, verbose, quiet):
+@log_options()
+def repair(shared, period_seconds, secret, verbose, quiet, log_format):
     """Rebuild the committed state exactly from checkpoints and window files, or refuse.
 
     Run it when the aggregator stops saying the ledger is damaged or missing, with
@@ -139,7 +138,7 @@ def repair(shared, period_seconds, secret, verbose, quiet):
     """
     from .repair import repair as do_repair
 
-    setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet, log_format)
     try:
         usable_shared(shared)
         cfg = AggregatorConfig(shared, period_seconds=period_seconds or 60,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from netsense.cli_support import (MAX_EPOCH, MAX_SLOT_SECONDS, Finite, Whole, parse_number, setup_logging,
-                                  stop_on_signals, storage_message, usable_shared)
+from netsense.cli_support import (MAX_EPOCH, MAX_SLOT_SECONDS, Finite, Whole, log_options, parse_number,
+                                  setup_logging, stop_on_signals, storage_message, usable_shared)
 from netsense.errors import NetsenseError
 from netsense.winfile import COMPRESSIONS, DEFAULT_COMPRESSION, load_secret
 
@@ -92,10 +92,9 @@ def main():
               help="Top address bits passed through unchanged when anonymizing (the Graph Challenge used 16).")
 @click.option("--cipher", type=click.Choice(["aes", "blowfish"]), default="aes", show_default=True,
               help="Cipher for a newly created key file.")
-@click.option("-v", "--verbose", count=True, help="Log every landed window.")
-@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
+@log_options("Log every landed window (debug messages).")
 def run(shared, node, source, window_packets, window_seconds, status_interval, max_gap_windows, spool_bytes, secret,
-        compression, anonymize_key, pass_bits, cipher, verbose, quiet):
+        compression, anonymize_key, pass_bits, cipher, verbose, quiet, log_format):
     """Collect traffic from SOURCE and land windows in SHARED/nodes/NODE/.
 
     A finite source (a capture file, synthetic with packets=N) exits 0 once every
@@ -107,7 +106,7 @@ def run(shared, node, source, window_packets, window_seconds, status_interval, m
       netsense-collector run --shared /mnt/netsense --node web1 --source pcap:/var/cap/eth0.pcap
       netsense-collector run --shared /tmp/ns --node demo1 --source synthetic:seed=1,packets=500000
     """
-    setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet, log_format)
     stop = stop_on_signals("landing the open window")
     cfg = CollectorConfig(shared, node.strip(), source, window_packets, window_seconds, status_interval,
                           max_gap_windows, spool_bytes, compression)
@@ -141,7 +140,8 @@ def run(shared, node, source, window_packets, window_seconds, status_interval, m
 @click.option("--window-seconds", default=60, show_default=True, type=Whole(1, MAX_SLOT_SECONDS),
               help="Time span given to each matrix: the tars carry no timestamps (at most a week).")
 @click.option("--no-byteswap", is_flag=True, help="Indices are already big-endian (pcap2grb -S).")
-def import_graphchallenge(tars, shared, node, start, window_seconds, no_byteswap):
+@log_options()
+def import_graphchallenge(tars, shared, node, start, window_seconds, no_byteswap, verbose, quiet, log_format):
     """Land Graph Challenge traffic-matrix tars (N.grb members) as window files.
 
     The challenge stores each address as its network-order bytes read as a
@@ -153,7 +153,7 @@ def import_graphchallenge(tars, shared, node, start, window_seconds, no_byteswap
 
     from .graphchallenge import import_tar, tar_name_time
 
-    setup_logging(0, False)
+    setup_logging(verbose, quiet, log_format)
     try:
         usable_shared(shared)
         check_node(node)

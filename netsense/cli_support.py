@@ -1,6 +1,7 @@
 """What both command lines share: log set-up, signal handling, option checks.
 
-Both daemons log to standard error in one format and stop the same way: the
+Both daemons log to standard error in one format (UTC times with a ``Z``; text or
+``--log-format json``, one object per line) and stop the same way: the
 first SIGTERM or SIGINT sets an event that the run loop checks, so the open
 window is landed (collector) or the transaction finished (aggregator) before
 the process exits 0.  Their numeric options are ``Finite`` or ``Whole`` (a
@@ -10,23 +11,79 @@ a bad value is a one-line error, never a traceback.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Callable
 
 import click
 
 from .errors import ConfigError
 
 
-def setup_logging(verbose: int, quiet: bool) -> None:
+# --------------------------------------------------------------------------- logging
+# Both daemons log to standard error with UTC timestamps marked ``Z`` (hosts of one fleet sit in
+# different zones; their logs are read side by side), as text or as one JSON object per line.
+LOG_FORMATS = ("text", "json")
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _utc(record: logging.LogRecord) -> str:
+    return time.strftime(TIME_FORMAT, time.gmtime(record.created))
+
+
+class UtcTextFormatter(logging.Formatter):
+    """``2026-12-01T21:53:44Z netsense.collector INFO message``."""
+
+    def __init__(self):
+        super().__init__("%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    def formatTime(self, record, datefmt=None):  # noqa: N802 (logging's name)
+        return _utc(record)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts`` (UTC, ``Z``), ``level``, ``logger``, ``msg``, and ``exc``
+    (the formatted traceback) when there is one; newlines stay escaped inside the object."""
+
+    def format(self, record):
+        doc = {"ts": _utc(record), "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            doc["exc"] = record.exc_text
+        if record.stack_info:
+            doc["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+def setup_logging(verbose: int, quiet: bool, log_format: str = "text") -> None:
+    """Log to standard error: INFO, DEBUG with ``-v``, WARNING with ``-q``; ``log_format`` text or json."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {LOG_FORMATS}, not {log_format!r}")
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else UtcTextFormatter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.captureWarnings(True)  # Python warnings go through the same format (one JSON line each)
+
+
+def log_options(verbose_help: str = "More detail: debug messages.") -> Callable:
+    """``-v/--verbose``, ``-q/--quiet`` and ``--log-format``, the same on every command that logs."""
+    def decorate(f):
+        f = click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
+                         help="Log lines on standard error: text (UTC time with a Z, logger, level, message) or "
+                              "json (one object per line: ts, level, logger, msg, and exc for a traceback).")(f)
+        f = click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")(f)
+        f = click.option("-v", "--verbose", count=True, help=verbose_help)(f)
+        return f
+    return decorate
 
 
 def stop_on_signals(what: str = "finishing the current step") -> threading.Event:
