@@ -117,6 +117,13 @@ class Intake:
                     self._seen_before(c, ident, sha, seen, ledger)
                     continue
                 a = winfile.check_window(parsed, c.name)
+                span, period = c.name.end - c.name.start, state.period_seconds
+                if span > period or period % span:
+                    # A period must hold whole windows: a 60 s window in 10 s periods would label
+                    # its packets with a time range they were not in.
+                    raise BadWindowFile("period_mismatch", f"a {span} s window does not fit {period} s periods: "
+                                        f"run the aggregator with --period-seconds a multiple of {span}, or the "
+                                        f"collector with --window-seconds dividing {period}")
                 anon = parsed.header["anonymization"]
                 if (state.nodes or b.items) and anon != state.anonymization:
                     raise BadWindowFile("anonymization_mismatch",

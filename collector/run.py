@@ -293,11 +293,28 @@ class Collector:
                             self.cfg.node, max(0, prev.get("records_read", 0) - last.get("position", 0)))
                 self.summary.lost_previous_records = max(0, prev.get("records_read", 0) - last.get("position", 0))
             return None
+        last = prev.get("last_window")
+        if last and not self.holds(last.get("file")):
+            # The status is advisory; the share is the truth.  A status that names a window the
+            # share does not hold (restored from a backup, copied from another share, edited)
+            # would make us skip traffic nobody counted: start over instead (windows landed
+            # before are landed again with the same identities and dropped as copies).
+            log.warning("status/%s.json says window %s was landed, but the share holds no such file: "
+                        "not resuming from it; landing this source from the start (copies are dropped)",
+                        self.cfg.node, last.get("identity"))
+            return None
         for k in ("windows_landed", "windows_already_present", "packets", "records"):
             setattr(self.summary, k, int(prev.get(k, 0)))
         self.summary.skipped = dict(prev.get("skipped") or {})
         self.summary.last_window = prev.get("last_window")
         return prev
+
+    def holds(self, filename) -> bool:
+        """The share still has window ``filename`` of this node: landed, archived or quarantined."""
+        if not isinstance(filename, str) or WindowName.parse(filename) is None:
+            return False
+        places = (self.landing_dir, self.layout.archive(self.cfg.node), self.layout.quarantine(self.cfg.node))
+        return any((d / filename).exists() for d in places)
 
     # -- the share's key -------------------------------------------------------------
     def check_anonymization(self) -> None:

@@ -36,7 +36,7 @@ NS = 1_000_000_000
 PERIOD_ID = re.compile(r"^\d{8}T\d{6}Z$")
 # The crash harness's defaults; the tests pass their own.
 SYN_WINDOW = (4096, 1)     # --window-packets, --window-seconds of synthetic collectors
-PCAP_WINDOW = (256, 5)     # real captures are small: smaller windows, longer slots
+PCAP_WINDOW = (256, 2)     # real captures are small: smaller windows; slots that divide the 2 s periods
 PERIOD_SECONDS = 2
 KEYS = ("valid_packets", "unique_links", "max_link_packets", "unique_sources", "max_source_packets",
         "max_source_fanout", "unique_destinations", "max_destination_packets", "max_destination_fanin")

@@ -134,3 +134,34 @@ def test_a_collector_whose_anonymization_differs_from_the_share_s_refuses_at_sta
     r = run_cli("collector", "run", "--node", "anon2", "--anonymize", str(key), *base,
                 "--source", "synthetic:seed=83,packets=5000")
     assert r.returncode == 0, r.stderr  # the share's own key is welcome
+
+
+def test_resume_checks_what_the_share_holds_not_only_the_status_file(tmp_path):
+    """Old code trusted status/<node>.json alone: a status restored or copied onto a share that
+    does not hold the windows it names made the collector skip (here: all of) its traffic."""
+    spec = "synthetic:seed=91,packets=20000,hosts=300"
+    a, b = tmp_path / "a", tmp_path / "b"
+    args = ["--node", "n1", "--source", spec, "--window-packets", "4096", "--window-seconds", "1"]
+    assert run_cli("collector", "run", "--shared", str(a), *args).returncode == 0
+    (b / "status").mkdir(parents=True)
+    (b / "status" / "n1.json").write_bytes((a / "status" / "n1.json").read_bytes())  # says: all landed
+    r = run_cli("collector", "run", "--shared", str(b), *args)
+    assert r.returncode == 0, r.stderr
+    assert "holds no such file" in r.stderr
+    r = run_cli("aggregator", "run", "--shared", str(b), "--once", "--period-seconds", "2")
+    assert r.returncode == 0, r.stderr
+    assert read_json(b / "reports" / "cumulative.json")["analytics"] == nine(*synthetic_packets(spec[10:]))
+
+
+def test_a_period_shorter_than_the_windows_is_refused_with_a_clear_reason(shared):
+    """Old code accepted --period-seconds 10 with 60 s windows and labelled packets with a time
+    range they were not in."""
+    r = run_cli("collector", "run", "--shared", str(shared), "--node", "n1", "--source",
+                "synthetic:seed=92,packets=5000,hosts=100", "--window-seconds", "60")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("aggregator", "run", "--shared", str(shared), "--once", "--period-seconds", "10")
+    assert r.returncode == 0, r.stderr
+    reasons = [read_json(p) for p in (shared / "quarantine" / "n1").glob("*.reason.json")]
+    assert reasons and {x["reason"] for x in reasons} == {"period_mismatch"}
+    assert "--period-seconds a multiple of 60" in reasons[0]["detail"]
+    assert not list((shared / "reports" / "periods").glob("*.json"))  # nothing mislabelled
