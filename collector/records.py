@@ -21,6 +21,7 @@ UNSUPPORTED_LINK = 5  # link-layer type we do not decode
 TRUNCATED_RECORD = 6  # record header/length runs past the end of the file
 MALFORMED_RECORD = 7  # record length impossible (caplen > snaplen bound, ...)
 IMPLAUSIBLE_TIME = 8  # timestamp before 1990 or more than a day ahead of the collector's clock
+SERVER_UNRESOLVED = 9  # in-process sensing: the web server named itself only by a host name that does not resolve to IPv4
 
 REASONS = {
     NOT_IPV4: "not_ipv4",
@@ -31,6 +32,7 @@ REASONS = {
     TRUNCATED_RECORD: "truncated_record",
     MALFORMED_RECORD: "malformed_record",
     IMPLAUSIBLE_TIME: "implausible_time",
+    SERVER_UNRESOLVED: "server_unresolved",
 }
 # Packet times outside [PLAUSIBLE_SINCE, collector clock + FUTURE_SLACK] are never counted into a
 # period: a fuzzed or misconfigured capture stamped 1970 or 2031 would otherwise open periods

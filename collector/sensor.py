@@ -45,7 +45,9 @@ Addresses: a dotted-quad ``str`` (also the IPv4-mapped IPv6 form
 [0, 2^32), an ``ipaddress.IPv4Address`` or a numpy integer.  Anything else
 (IPv6 clients, ``None``, host names, garbage) is counted as a skipped record
 with reason ``not_ipv4`` and never raises.  255.255.255.255 is skipped as
-``broadcast`` by the windowing code, as for captures.
+``broadcast`` by the windowing code, as for captures.  ``skip(reason)`` counts
+an event that cannot be recorded for another reason of ``records.REASONS`` (the
+WSGI middleware: ``server_unresolved``), so it is never silently lost.
 
 One Sensor per process, and one node name per Sensor: a node's landing folder
 and status file belong to one collector.  With several worker processes per
@@ -72,13 +74,14 @@ import numpy as np
 
 from netsense.layout import check_node
 
-from .records import NOT_IPV4, Records
+from .records import NOT_IPV4, REASONS, Records
 from .run import Collector, CollectorConfig, RunSummary
 from .sources import Source
 
 log = logging.getLogger("netsense.sensor")
 
 U32 = 0xFFFFFFFF
+_REASON_CODES = {name: code for code, name in REASONS.items()}
 _GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
 _EMPTY_U64 = np.empty(0, np.uint64)
 BATCH_EVENTS = 1 << 20  # at most this many events per Records batch (bounds transient memory)
@@ -143,16 +146,18 @@ class Sensor:
         self._dst_cache: dict = {}   # address -> ip
         self._bad_keys: dict = {}    # str addresses known not to be IPv4 (host names, IPv6)
         self._bad = []               # counts of not_ipv4 events, appended by record()/record_many()
+        self._other = []             # (reason code, count) of events skipped for other reasons, by skip()
 
         # Drain -> collector hand-off.
         self._cond = threading.Lock()        # guards the queue and the counters below
         self._drain_lock = threading.Lock()  # one drain at a time (collector thread or watchdog)
         self._last_drain = time.monotonic()
-        self._queue: list = []       # (ts_ns, keys uint64 array, n_not_ipv4)
+        self._queue: list = []       # (ts_ns, keys uint64 array, n skipped, ((code, n), ...) not not_ipv4)
         self._queued = 0
         self._final = False          # the last drain after close() is in the queue
-        self._drained = 0            # events moved out of the buffer (counted or not_ipv4)
+        self._drained = 0            # events moved out of the buffer (counted or skipped)
         self._not_ipv4 = 0
+        self._skipped: dict = {}     # reason name -> events skipped by skip() (not_ipv4 is _not_ipv4)
         self._dropped = 0
         self._last_drop_log = 0.0
 
@@ -242,7 +247,26 @@ class Sensor:
         for s, d in zip(src_array, dst_array):
             rec(s, d)
 
+    def skip(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` events that happened but cannot be recorded, under the skip ``reason`` (a
+        name of ``records.REASONS``, e.g. ``server_unresolved``); thread-safe, never raises.
+        An unknown reason is counted as ``not_ipv4``."""
+        try:
+            n = operator.index(n)
+            if n <= 0:
+                return
+            code = _REASON_CODES.get(reason, NOT_IPV4)
+            if code == NOT_IPV4:
+                self._bad.append(n)
+            else:
+                self._other.append((code, n))
+        except Exception:
+            pass
+
     def _disabled_record(self, src, dst) -> None:
+        pass
+
+    def _disabled_skip(self, reason, n=1) -> None:
         pass
 
     def _disabled_record_many(self, src_array, dst_array) -> None:
@@ -268,11 +292,21 @@ class Sensor:
             nbad = sum(bad[:m]) if m else 0
             if m:
                 del bad[:m]
+            other = self._other
+            m = len(other)
+            others: dict = {}
+            if m:
+                for code, k in other[:m]:
+                    others[code] = others.get(code, 0) + k
+                del other[:m]
+            nother = sum(others.values())
             ts = time.time_ns()
             with self._cond:
-                total = n + nbad
+                total = n + nbad + nother
                 self._drained += total
                 self._not_ipv4 += nbad
+                for code, k in others.items():
+                    self._skipped[REASONS[code]] = self._skipped.get(REASONS[code], 0) + k
                 if total and self._queued + total > self.max_buffered:
                     self._dropped += total
                     now = time.monotonic()
@@ -281,7 +315,7 @@ class Sensor:
                         log.warning("sensor %s: the collector is not keeping up (shared directory stalled?); "
                                     "dropped %d events so far", self.node, self._dropped)
                 elif total:
-                    self._queue.append((ts, keys, nbad))
+                    self._queue.append((ts, keys, nbad + nother, tuple(others.items())))
                     self._queued += total
                 if final:
                     self._final = True
@@ -392,6 +426,7 @@ class Sensor:
             if not self._started or self._disabled:
                 self.record = self._disabled_record
                 self.record_many = self._disabled_record_many
+                self.skip = self._disabled_skip
                 return
         deadline = None if timeout is None else time.monotonic() + timeout
         for t in (self._runner, self._watchdog):
@@ -400,6 +435,7 @@ class Sensor:
                 log.warning("sensor %s: %s did not finish within %s s", self.node, t.name, timeout)
         self.record = self._disabled_record
         self.record_many = self._disabled_record_many
+        self.skip = self._disabled_skip
 
     def __enter__(self) -> "Sensor":
         return self.start()
@@ -411,6 +447,7 @@ class Sensor:
         self._disabled = True
         self.record = self._disabled_record
         self.record_many = self._disabled_record_many
+        self.skip = self._disabled_skip
         self._lifecycle = threading.Lock()
         self._cond = threading.Lock()
         self._drain_lock = threading.Lock()
@@ -429,7 +466,7 @@ class Sensor:
         """Counters for health checks: events drained, skipped, dropped, windows landed."""
         with self._cond:
             d = {"node": self.node, "drained": self._drained, "not_ipv4": self._not_ipv4,
-                 "dropped": self._dropped, "queued": self._queued}
+                 "skipped": dict(self._skipped), "dropped": self._dropped, "queued": self._queued}
         d["buffered"] = len(self._buf)
         d["runs"] = len(self.summaries)
         d["failures"] = self.failures
@@ -476,20 +513,24 @@ def _to_records(chunks: list, position: int) -> Records:
     if not chunks:
         e = np.empty(0, np.int64)
         return Records(e, np.empty(0, np.uint32), np.empty(0, np.uint32), np.empty(0, np.uint8), position)
-    keys = [k for _, k, _ in chunks]
-    bad = [nb for _, _, nb in chunks]
-    counts = [len(k) + nb for _, k, nb in chunks]
+    keys = [c[1] for c in chunks]
+    bad = [c[2] for c in chunks]
+    counts = [len(c[1]) + c[2] for c in chunks]
     n = sum(counts)
-    ts = np.repeat(np.array([t for t, _, _ in chunks], np.int64), counts)
+    ts = np.repeat(np.array([c[0] for c in chunks], np.int64), counts)
     src = np.zeros(n, np.uint32)
     dst = np.zeros(n, np.uint32)
     reason = np.zeros(n, np.uint8)
     i = 0
-    for k, nb in zip(keys, bad):
+    for k, nb, others in zip(keys, bad, (c[3] for c in chunks)):
         j = i + len(k)
         src[i:j] = k >> np.uint64(32)
         dst[i:j] = k & np.uint64(U32)
-        reason[j:j + nb] = NOT_IPV4
+        end = j + nb
+        reason[j:end] = NOT_IPV4
+        for code, m in others:  # the chunk's last skipped events: reasons other than not_ipv4
+            reason[end - m:end] = code
+            end -= m
         i = j + nb
     return Records(ts, src, dst, reason, position + n)
 

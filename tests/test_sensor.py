@@ -11,6 +11,7 @@ import ipaddress
 import json
 import logging
 import os
+import socket
 import socketserver
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import numpy as np
 import pytest
 
+from netsense.collector import middleware as middleware_mod
 from netsense.collector import sensor as sensor_mod
 from netsense import winfile
 from netsense.errors import ConfigError
@@ -32,7 +34,7 @@ from netsense.collector.middleware import NetsenseASGIMiddleware, NetsenseWSGIMi
 from netsense.addresses import str_to_ip
 from netsense.collector.run import Collector
 from netsense.collector.sensor import Sensor, parse_address
-from conftest import ROOT, read_json, wait_for
+from conftest import ROOT, read_json, run_cli, wait_for
 
 NODE = "web1"
 
@@ -354,13 +356,24 @@ def call_wsgi(app, **environ):
     return status[0], body
 
 
-def test_wsgi_middleware_direct_calls(shared):
+def test_wsgi_middleware_direct_calls(shared, monkeypatch, caplog):
+    looked_up = []
+
+    def fake_getaddrinfo(host, port, family=0, *args, **kw):  # no DNS from the tests: web.example fails
+        looked_up.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(middleware_mod.socket, "getaddrinfo", fake_getaddrinfo)
+    caplog.set_level(logging.INFO, logger="netsense.middleware")
     with Sensor(shared, NODE, window_seconds=3600) as s:
         app = NetsenseWSGIMiddleware(hello_wsgi, s)
         assert call_wsgi(app, REMOTE_ADDR="10.1.1.1", SERVER_ADDR="10.2.2.2", SERVER_NAME="web.example") == \
             ("200 OK", b"hello /x")
         call_wsgi(app, REMOTE_ADDR="10.1.1.1", SERVER_NAME="10.3.3.3")        # IPv4-literal SERVER_NAME
-        call_wsgi(app, REMOTE_ADDR="10.1.1.1", SERVER_NAME="web.example")     # a host name: never resolved
+        for _ in range(2):  # a host name that does not resolve: server_unresolved, looked up and warned once
+            assert call_wsgi(app, REMOTE_ADDR="10.1.1.1", SERVER_NAME="web.example") == ("200 OK", b"hello /x")
+        call_wsgi(app, REMOTE_ADDR="10.1.1.5", SERVER_NAME="LocalHost.")      # loopback name: no look-up
+        call_wsgi(app, REMOTE_ADDR="2001:db8::7", SERVER_NAME="web.example")  # IPv6 client: not_ipv4 still
         call_wsgi(app, REMOTE_ADDR="2001:db8::7", SERVER_ADDR="10.2.2.2")     # IPv6 client
         call_wsgi(app, SERVER_ADDR="10.2.2.2")                                # no REMOTE_ADDR at all
         fixed = NetsenseWSGIMiddleware(hello_wsgi, s, server_address="10.9.9.9")
@@ -369,8 +382,13 @@ def test_wsgi_middleware_direct_calls(shared):
             NetsenseWSGIMiddleware(hello_wsgi, s, server_address="web.example")
     windows = landed(shared)
     assert summed(windows) == Counter({(ip("10.1.1.1"), ip("10.2.2.2")): 1, (ip("10.1.1.1"), ip("10.3.3.3")): 1,
-                                       (ip("10.1.1.2"), ip("10.9.9.9")): 1})
-    assert skipped(windows) == Counter({"not_ipv4": 3})
+                                       (ip("10.1.1.5"), ip("127.0.0.1")): 1, (ip("10.1.1.2"), ip("10.9.9.9")): 1})
+    assert skipped(windows) == Counter({"not_ipv4": 3, "server_unresolved": 2})
+    check_accounting(windows)
+    assert s.stats()["skipped"] == {"server_unresolved": 2}
+    assert looked_up == ["web.example"]
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "web.example" in r.getMessage()]
+    assert len(warned) == 1 and "server_unresolved" in warned[0].getMessage()
 
 
 class BrokenSensor:
@@ -435,6 +453,40 @@ def test_wsgi_middleware_under_a_real_wsgiref_server(shared):
     lo = ip("127.0.0.1")
     windows = landed(shared)
     assert summed(windows) == Counter({(lo, lo): n_threads * per_thread})
+    check_accounting(windows)
+
+
+def test_wsgi_middleware_under_the_standard_library_server_counts_every_request(shared):
+    """wsgiref's own server, as-is: it sends SERVER_NAME=localhost and no SERVER_ADDR.  No
+    server_address is given; the middleware resolves the name once (loopback: 127.0.0.1) and
+    every request counts, end to end through ``aggregator run --once`` (before, every one was
+    skipped as not_ipv4 and the report counted nothing)."""
+    n = 30
+    environs = []
+
+    def app(environ, start_response):
+        environs.append({k: environ.get(k) for k in ("SERVER_NAME", "SERVER_ADDR")})
+        return hello_wsgi(environ, start_response)
+
+    with Sensor(shared, NODE, window_seconds=3600) as s:
+        httpd = make_server("127.0.0.1", 0, NetsenseWSGIMiddleware(app, s), handler_class=QuietHandler)
+        server = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        server.start()
+        try:
+            bodies = [fetch(f"http://127.0.0.1:{httpd.server_port}/w{i}") for i in range(n)]
+        finally:
+            httpd.shutdown()
+            httpd.server_close()
+            server.join(30)
+    assert bodies == [f"hello /w{i}".encode() for i in range(n)]
+    assert all(e["SERVER_ADDR"] is None and parse_address(e["SERVER_NAME"]) is None for e in environs), environs
+    r = run_cli("aggregator", "run", "--shared", str(shared), "--once")
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = read_json(shared / "reports" / "cumulative.json")
+    assert doc["analytics"]["valid_packets"] == n
+    assert doc["top"]["links"] == [{"src": "127.0.0.1", "dst": "127.0.0.1", "packets": n}]
+    windows = landed(shared)
+    assert skipped(windows) == Counter()
     check_accounting(windows)
 
 
