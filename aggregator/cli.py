@@ -9,7 +9,7 @@ import click
 
 from netsense.cli_support import (MAX_SLOT_SECONDS, Finite, Whole, check_not_pseudo, log_options, setup_logging,
                                   stop_on_signals, storage_message, usable_shared)
-from netsense.errors import NetsenseError
+from netsense.errors import AlreadyLanded, LandingError, NetsenseError
 from netsense.layout import check_node
 from netsense.winfile import load_secret
 
@@ -113,6 +113,11 @@ def run(shared, once, observer, period_seconds, grace_periods, rescan_seconds, b
                                checkpoint_windows=checkpoint_windows, report_seconds=report_seconds, parent=parent,
                                parent_node=check_node(parent_node or default_parent_node()), lease_ttl=lease_ttl)
         (drain_aggregator if once else run_aggregator)(cfg, stop)
+    except LandingError as e:  # the share refused a write it must take (the lease): one line, with the hint
+        if isinstance(e.__cause__, OSError) and not isinstance(e, AlreadyLanded):
+            raise click.ClickException(f"cannot use the shared directory {shared}: {e}; check that it is mounted "
+                                       f"and writable") from None
+        raise click.ClickException(str(e)) from None
     except NetsenseError as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:  # the share refused the start-up (creating its tree, the lease): one line

@@ -9,6 +9,7 @@ in the hooks below, so neither carries a flag that changes what the other does.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -25,6 +26,15 @@ from .watch import Wakeup, choose_observer
 log = logging.getLogger("netsense.aggregator")
 MAX_BACKOFF = 30.0
 DRAIN_ATTEMPTS = 5     # --once gives up after this many storage errors in a row (about 8 s of backoff)
+# Refusals that no retry within a --once run will change: a share mounted read-only, or one this
+# user may not write.  --once stops at the first one at start-up (the CLI says it in one line).
+REFUSALS = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def refusal(e: BaseException) -> bool:
+    """``e`` (an OSError, or a LandingError raised from one) is the share refusing writes outright."""
+    err = e if isinstance(e, OSError) else e.__cause__
+    return isinstance(err, OSError) and err.errno in REFUSALS
 
 
 class _Loop:
@@ -58,6 +68,10 @@ class _Loop:
 
     def give_up(self, failures: int) -> bool:
         """After ``failures`` storage errors in a row: stop trying (and exit with the error)."""
+        return False
+
+    def refuse_at_start(self, e: BaseException) -> bool:
+        """A start-up step failed with ``e``: stop now, without retrying (and exit with the error)."""
         return False
 
     # -- the shared loop --------------------------------------------------------------
@@ -143,6 +157,8 @@ class _Loop:
                 storage.ok()
                 return
             except (LandingError, OSError) as e:
+                if self.refuse_at_start(e):
+                    raise
                 delay = storage.failed(e, None, what)
                 if self.give_up(storage.failures):
                     raise
@@ -229,6 +245,9 @@ class Drain(_Loop):
 
     def give_up(self, failures: int) -> bool:
         return failures >= DRAIN_ATTEMPTS
+
+    def refuse_at_start(self, e: BaseException) -> bool:
+        return refusal(e)  # read-only or not ours: retrying for 8 s first would only delay the one line
 
     def more_waiting(self, n: int) -> bool:
         return n > 0
