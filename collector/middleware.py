@@ -15,7 +15,7 @@ client is WSGI ``REMOTE_ADDR`` / ASGI ``scope["client"][0]``; IPv6 clients are
 counted as skipped (``not_ipv4``).
 
 Servers that give only a host name (the standard library's ``wsgiref`` sends
-``SERVER_NAME=localhost`` and no ``SERVER_ADDR``; waitress does the same): the
+``SERVER_NAME=localhost`` and no ``SERVER_ADDR``): the
 name is resolved to the server's own IPv4 address once per name and cached.
 Loopback names (``localhost``, ``*.localhost``, ``localhost.localdomain``) are
 127.0.0.1 without any look-up; any other name goes through the system resolver
