@@ -54,6 +54,8 @@ class Aggregator:
     def recover(self) -> None:
         """Load the last committed generation and republish what it touched."""
         self.checkpoints.abandon()
+        if self.lease.epoch:
+            self.lease.assert_held()  # a rollback of a holder that was taken over must not touch anything
         self.ledger, self.state, superseded = recovery.recover(self.layout, self.cfg, self.upstream is not None,
                                                                self.lease.epoch)
         if self.ledger.generation:
@@ -135,6 +137,8 @@ class Aggregator:
 
     # -- what others read ------------------------------------------------------------
     def publish(self, force: bool = False) -> None:
+        if self.lease.epoch:
+            self.lease.assert_held()  # reports too: a holder paused past its lease writes nothing
         self.publisher.publish(self.state, self.load_final, force)
 
     def write_status(self) -> None:

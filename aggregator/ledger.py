@@ -298,7 +298,11 @@ def write_period_file(directory: Path, period_id: str, gen: int, matrix: Sums, m
     header = {"kind": "period", "period": period_id, "gen": gen}
     if meta is not None:
         header["meta"] = meta
-    landing.atomic_write(directory / name, winfile.encode(header, {"period": matrix.to_matrix()}), replace=True)
+    # Never replace: the name is this generation's, so an existing file is either a crashed
+    # attempt (recovery deletes files of uncommitted generations before the retry) or another
+    # holder's (a paused one, taken over): overwriting it would swap a committed restatement's
+    # base for a sum that was never committed. AlreadyLanded is a storage error: roll back.
+    landing.atomic_write(directory / name, winfile.encode(header, {"period": matrix.to_matrix()}), replace=False)
     return name
 
 

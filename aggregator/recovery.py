@@ -14,7 +14,7 @@ import logging
 import time
 
 from netsense import landing, sharejson, winfile
-from netsense.errors import BadWindowFile, LedgerDamaged, NetsenseError, StateError
+from netsense.errors import BadWindowFile, LeaseLost, LedgerDamaged, NetsenseError, StateError
 from netsense.faults import failpoint
 from netsense.layout import STATE_SUFFIX, Layout, WindowName, stamp
 
@@ -81,8 +81,8 @@ def recover(layout: Layout, cfg: AggregatorConfig, upstream: bool, epoch: int = 
     if ledger.empty:
         check_fresh(layout)
     if epoch and ledger.epoch > epoch:
-        raise LedgerDamaged(f"{layout.ledger()} was written at lease epoch {ledger.epoch}, newer than this "
-                            f"aggregator's {epoch}: another aggregator holds this share; {REPAIR_HINT}")
+        raise LeaseLost(f"{layout.ledger()} was written at lease epoch {ledger.epoch}, newer than this "
+                        f"aggregator's {epoch}: another aggregator took this share over")
     if ledger.checkpoint:
         header, mats = read_checkpoint(ckpt_dir, ledger.checkpoint)
         base = read_checkpoint(ckpt_dir, header["base_file"])[1]["cumulative"] if header["base_file"] else None

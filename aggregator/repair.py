@@ -172,7 +172,13 @@ def repair(cfg: AggregatorConfig, period_seconds_given: bool = False) -> RepairS
             st.apply_batch(items, load_final)
         s.windows_added = len(todo)
         _check_against_reports(layout, st, s)
-        gen = max([base_gen, st.generation] + [r.get("gen", r.get("base", 0)) for r in lines]) + 1
+        # Above every generation anything on the share names (lines, checkpoints, period files):
+        # the new ones must never reuse a name another writer's generation already took.
+        seen = [checkpoint_file_gen(f.name) for f in layout.checkpoints().glob(f"*-*{STATE_SUFFIX}")
+                if f.name[-len(STATE_SUFFIX) - 10:-len(STATE_SUFFIX)].isdigit()]
+        seen += [int(f.name[-len(STATE_SUFFIX) - 10:-len(STATE_SUFFIX)]) for f in layout.period_sums().glob(
+            f"period-*-g*{STATE_SUFFIX}") if f.name[-len(STATE_SUFFIX) - 10:-len(STATE_SUFFIX)].isdigit()]
+        gen = max([base_gen, st.generation, *seen] + [r.get("gen", r.get("base", 0)) for r in lines]) + 1
         st.generation = s.generation = gen
         st.upstream, st.top_n = False, cfg.top_n
         for p in st.finalize(set(), set(), cfg.grace_periods * cfg.period_seconds):

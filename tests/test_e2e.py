@@ -128,7 +128,7 @@ def test_sigterm_lands_the_open_window(shared, tmp_path):
     assert col.stop() == 0, col.output()
     st = read_json(shared / "status" / "live1.json")
     assert st["state"] == "stopped" and st["packets"] > 0 and st["windows_landed"] >= 1
-    r = run_cli("aggregator", "run", "--shared", str(shared), "--once")
+    r = run_cli("aggregator", "run", "--shared", str(shared), "--once", "--period-seconds", "3600")
     assert r.returncode == 0, r.stderr
     assert read_json(shared / "reports" / "cumulative.json")["analytics"]["valid_packets"] == st["packets"]
 
