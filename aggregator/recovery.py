@@ -16,7 +16,7 @@ import time
 from netsense import landing, sharejson, winfile
 from netsense.errors import BadWindowFile, LeaseLost, LedgerDamaged, NetsenseError, StateError
 from netsense.faults import failpoint
-from netsense.layout import STATE_SUFFIX, Layout, WindowName, stamp
+from netsense.layout import STATE_SUFFIX, Layout, WindowName, checkpoint_file_gen, stamp
 
 from .config import AggregatorConfig
 from .ledger import REPAIR_HINT, Ledger, find_period_file, prune_checkpoints, read_checkpoint, read_period_meta
@@ -86,7 +86,9 @@ def recover(layout: Layout, cfg: AggregatorConfig, upstream: bool, epoch: int = 
     if ledger.checkpoint:
         header, mats = read_checkpoint(ckpt_dir, ledger.checkpoint)
         base = read_checkpoint(ckpt_dir, header["base_file"])[1]["cumulative"] if header["base_file"] else None
-        state = State.from_checkpoint(ledger.generation, header, mats, base)
+        # The checkpoint's own generation: the replay below moves it on line by line, so a restated
+        # period is brought back from the period file of the generation before the line, never a later one.
+        state = State.from_checkpoint(checkpoint_file_gen(ledger.checkpoint), header, mats, base)
         if state.period_seconds != cfg.period_seconds:
             raise NetsenseError(f"this shared directory aggregates {state.period_seconds}s periods; "
                                 f"restart with --period-seconds {state.period_seconds}")

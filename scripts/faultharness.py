@@ -52,13 +52,7 @@ COMMIT = re.compile(r"generation \d+ committed")
 FENCED, TAKEOVER, BUSY = "stopping without writing", "taking over the expired lease", "another aggregator holds"
 # Product bugs found by a scenario, reported and not yet fixed: that scenario's failed checks, and
 # the damage they name in its round (``Round.known_damage``), are listed as known failures.
-KNOWN_FAILING = {
-    "frozen-holder": "a holder paused after commit()'s first lease check writes its period files over the "
-                     "ones its successor committed under the same names (restated periods then lose windows); "
-                     "one paused in its report writes rolls back on the error, recover() deletes the new "
-                     "holder's temp files, then it stops with LedgerDamaged ('run repair'), not 'stopping "
-                     "without writing'",
-}
+KNOWN_FAILING: dict = {}  # scenario -> product bug it exposes (none open: frozen-holder's were fixed in 2c2611f)
 ROLLED_BACK = "another aggregator holds this share"  # recover()'s epoch check, reached by a fenced holder's rollback
 
 

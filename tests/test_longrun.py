@@ -310,3 +310,24 @@ def test_a_full_disk_while_idle_never_kills_the_daemon(small_disk, tmp_path):
     r = drain(shared)
     assert r.returncode == 0, r.stderr
     assert cumulative(shared) == expected(*specs)
+
+
+def test_a_restatement_replayed_after_a_crash_is_counted_once(shared):
+    """Found by the long-run harness: recovery gave the state the generation of the ledger's last
+    line, so replaying an earlier restatement loaded a later period file that already held the
+    late windows, and added them again (20,000 packets instead of 14,000)."""
+    w = ["--window-packets", "2048", "--window-seconds", "1"]
+    assert run_cli("collector", "run", "--shared", str(shared), "--node", "a", "--source",
+                   "synthetic:seed=1,packets=8000,rate=20000,hosts=300", *w).returncode == 0
+    assert drain(shared).returncode == 0  # the period is final, published, out of memory
+    assert run_cli("collector", "run", "--shared", str(shared), "--node", "b", "--source",
+                   "synthetic:seed=2,packets=6000,rate=20000,hosts=300", *w).returncode == 0
+    # Three restatements, one per transaction, no checkpoint; killed after the third commit.
+    r = drain(shared, "--batch-files", "1", "--checkpoint-seconds", "600", "--checkpoint-windows", "4096",
+              env={"NETSENSE_FAILPOINT": "agg.archive:3"})
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert drain(shared).returncode == 0  # recovery replays the three restatements
+    doc = read_json(shared / "reports" / "periods" / "20260101T000000Z.json")
+    assert doc["analytics"] == expected("seed=1,packets=8000,rate=20000,hosts=300",
+                                        "seed=2,packets=6000,rate=20000,hosts=300")
+    assert len(doc["windows"]) == len(set(doc["windows"])) == 7
