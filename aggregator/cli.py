@@ -18,7 +18,7 @@ from .loop import drain_aggregator, run_aggregator
 from .reports import format_table
 from .retention import RetentionPolicy
 from .status import check as check_status
-from .status import format_check, format_status, gather_status, load_report
+from .status import format_check, format_status, gather_status, list_periods, load_report
 from .topology import check_parent
 
 SHARED = click.option("--shared", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -163,10 +163,20 @@ def repair(shared, period_seconds, secret, verbose, quiet, log_format):
 @main.command()
 @SHARED
 @click.option("--period", default="cumulative", show_default=True,
-              help="'cumulative', 'latest', or a period ID (UTC start, e.g. 20260101T000000Z).")
+              help="'cumulative', 'latest', 'list' (every period with its versions), or a period's UTC start: "
+                   "an ID (20260101T000000Z) or ISO 8601 (2026-01-01T00:00:00Z).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def report(shared, period, fmt):
     """Print a report written by the aggregator."""
+    if period == "list":
+        periods = list_periods(shared)
+        if fmt == "json":
+            click.echo(json.dumps([{"period": p, "versions": [v for v in vs if v] or [1]} for p, vs in periods]))
+        else:
+            for p, vs in periods:
+                old = [v for v in vs if v]
+                click.echo(p + (f"  restated: earlier versions {', '.join(map(str, old))} kept" if old else ""))
+        return
     try:
         doc = load_report(shared, period)
     except NetsenseError as e:

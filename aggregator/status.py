@@ -32,17 +32,49 @@ MAX_DOC_BYTES = 16 << 20      # the aggregator's status document (problems are c
 MAX_REASON_BYTES = 64 << 10   # a reason file is a few hundred bytes
 
 
+def list_periods(shared: Path) -> list[tuple[str, list[int]]]:
+    """(period ID, [final versions kept, current last]) of every period report, oldest first."""
+    pdir = Layout(shared).period_reports()
+    out: dict = {}
+    for f in pdir.glob("*.json") if pdir.is_dir() else []:
+        pid, _, ver = f.stem.partition(".v")
+        if PERIOD_ID.match(pid):
+            out.setdefault(pid, []).append(int(ver) if ver.isdigit() else 0)
+    return [(pid, sorted(v)) for pid, v in sorted(out.items())]
+
+
+def period_id(text: str) -> str:
+    """A period ID from an ID (20260101T000000Z) or ISO 8601 (2026-01-01T00:00:00Z, 2026-01-01 00:00)."""
+    from datetime import datetime, timezone
+
+    if PERIOD_ID.match(text):
+        return text
+    try:
+        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise NetsenseError(f"--period {text!r} is neither cumulative, latest, list, a period ID like "
+                            f"20260101T000000Z nor an ISO 8601 time like 2026-01-01T00:00:00Z") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return t.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
 def load_report(shared: Path, period: str) -> dict:
     lay = Layout(shared)
     if period == "cumulative":
         path = lay.cumulative_report()
     elif period == "latest":
         path = lay.latest_report()
-    elif PERIOD_ID.match(period):
-        path = lay.period_reports() / f"{period}.json"
     else:
-        raise NetsenseError(f"--period must be cumulative, latest or a period ID like 20260101T000000Z, "
-                            f"not {period!r}")
+        pid = period_id(period)
+        path = lay.period_reports() / f"{pid}.json"
+        if not path.exists() and lay.period_reports().is_dir():
+            known = [p for p, _ in list_periods(shared)]
+            before = [p for p in known if p < pid][-1:]
+            after = [p for p in known if p > pid][:1]
+            near = ", ".join(before + after) or "none"
+            raise NetsenseError(f"no period starts at {pid} ({len(known)} periods reported; nearest: {near}; "
+                                f"see --period list)")
     try:
         data = sharejson.read_bytes(path, MAX_REPORT_BYTES)
     except FileNotFoundError:

@@ -165,3 +165,20 @@ def test_a_period_shorter_than_the_windows_is_refused_with_a_clear_reason(shared
     assert reasons and {x["reason"] for x in reasons} == {"period_mismatch"}
     assert "--period-seconds a multiple of 60" in reasons[0]["detail"]
     assert not list((shared / "reports" / "periods").glob("*.json"))  # nothing mislabelled
+
+
+def test_report_lists_periods_with_versions_and_takes_iso_8601(shared):
+    w = ["--window-packets", "4096", "--window-seconds", "1"]
+    for i, spec in enumerate(["seed=74,packets=20000,rate=10000,hosts=300", "seed=75,packets=6000,rate=10000,hosts=300"]):
+        assert run_cli("collector", "run", "--shared", str(shared), "--node", f"n{i}", "--source",
+                       "synthetic:" + spec, *w).returncode == 0
+        assert run_cli("aggregator", "run", "--shared", str(shared), "--once", "--period-seconds", "1").returncode == 0
+    r = run_cli("aggregator", "report", "--shared", str(shared), "--period", "list")
+    assert r.returncode == 0 and "20260101T000000Z  restated: earlier versions 1 kept" in r.stdout, r.stdout
+    iso = run_cli("aggregator", "report", "--shared", str(shared), "--period", "2026-01-01T00:00:00Z", "--format", "json")
+    pid = run_cli("aggregator", "report", "--shared", str(shared), "--period", "20260101T000000Z", "--format", "json")
+    assert iso.returncode == 0 and iso.stdout == pid.stdout
+    r = run_cli("aggregator", "report", "--shared", str(shared), "--period", "2026-01-01T05:00:00Z")
+    errors = [x for x in r.stderr.splitlines() if x.startswith("Error:")]
+    assert r.returncode == 1 and len(errors) == 1 and "no period starts at 20260101T050000Z" in errors[0]
+    assert "nearest: 20260101T000001Z" in errors[0]
