@@ -235,6 +235,18 @@ def gather_status(shared: Path) -> dict:
             reason = doc.get("reason") if isinstance(doc.get("reason"), str) else "unknown"
             reason = _text(reason, 64)
             quarantine[reason] = quarantine.get(reason, 0) + 1
+    # A node whose windows are being refused must never look healthy: count its quarantined files
+    # (listing only) and say so in its health.
+    if qdir.is_dir():
+        for d in qdir.iterdir():
+            if d.is_dir() and not d.is_symlink():
+                n = sum(1 for r in d.glob(f"*{REASON_SUFFIX}"))
+                if n:
+                    s = nodes.setdefault(d.name, {"health": "no status file", "windows_landed": None,
+                                                  "packets_landed": None, "run": None, "run_windows_landed": None,
+                                                  "run_windows_consumed": None, "windows_consumed": 0,
+                                                  "packets_consumed": 0, "watermark": None})
+                    s["quarantined"] = n
     pending, oldest = 0, None
     for f in lay.nodes().glob("*/*.nsw") if lay.nodes().is_dir() else ():
         if f.name.startswith("."):
@@ -259,6 +271,10 @@ def format_status(doc: dict) -> str:
         lines.append(f"{n:<20} {s['health']:<10} {'' if age is None else f'{age:.0f}s':>7} "
                      f"{'' if landed is None else landed:>8} {'' if used is None else used:>9} "
                      f"{s['windows_consumed']:>9} {s['packets_consumed']:>17,}")
+    refused = [f"{n} ({s['quarantined']} files)" for n, s in sorted(doc["nodes"].items()) if s.get("quarantined")]
+    if refused:
+        lines.append("windows of these nodes are being quarantined (see quarantine/<node>/*.reason.json): "
+                     + ", ".join(refused))
     skewed = [f"{n} ({s['clock_skew_s']:+.0f}s)" for n, s in sorted(doc["nodes"].items()) if s.get("clock_skewed")]
     if skewed:
         lines.append(f"clock skew against the shared file system above {SKEW_LIMIT:.0f}s: " + ", ".join(skewed))

@@ -182,3 +182,16 @@ def test_report_lists_periods_with_versions_and_takes_iso_8601(shared):
     errors = [x for x in r.stderr.splitlines() if x.startswith("Error:")]
     assert r.returncode == 1 and len(errors) == 1 and "no period starts at 20260101T050000Z" in errors[0]
     assert "nearest: 20260101T000001Z" in errors[0]
+
+
+def test_status_marks_a_node_whose_windows_are_being_quarantined(shared):
+    """Old code showed such a node as finished, and nothing else."""
+    r = run_cli("collector", "run", "--shared", str(shared), "--node", "n1", "--source",
+                "synthetic:seed=93,packets=5000,hosts=100", "--window-seconds", "60")
+    assert r.returncode == 0, r.stderr
+    assert run_cli("aggregator", "run", "--shared", str(shared), "--once", "--period-seconds", "10").returncode == 0
+    st = run_cli("aggregator", "status", "--shared", str(shared))
+    assert st.returncode == 0 and "windows of these nodes are being quarantined" in st.stdout and "n1 (" in st.stdout
+    doc = __import__("json").loads(run_cli("aggregator", "status", "--shared", str(shared), "--format", "json").stdout)
+    assert doc["nodes"]["n1"]["quarantined"] >= 1
+    assert run_cli("aggregator", "status", "--shared", str(shared), "--check").returncode == 1
