@@ -375,6 +375,8 @@ def format_check(doc: dict, result: dict) -> str:
             line += (f", run {s['run']}: {s['run_windows_landed']} windows landed, "
                      f"{s['run_windows_consumed']} consumed")
         line += f" (all runs: {s['windows_consumed']} windows, {s['packets_consumed']:,} packets consumed)"
+        if s.get("quarantined"):
+            line += f"; {s['quarantined']} file(s) quarantined"
         lines.append(line)
     agg = doc["aggregator"]
     if agg:

@@ -126,8 +126,12 @@ def test_quarantine_and_old_pending_windows_are_warnings(shared, tmp_path):
     assert r.returncode == 0, r.stderr
     rc, lines = check(shared)
     assert rc == 1, lines
-    assert lines[0].startswith("NETSENSE WARNING - 0 nodes up, 1 finished, aggregator up, 1 quarantined"), lines
+    # "junk" is known only from its quarantined file: listed, and the quarantine is the warning.
+    assert lines[0].startswith("NETSENSE WARNING - 0 nodes up, 1 finished, 1 no status file, aggregator up, "
+                               "1 quarantined"), lines
     assert "WARNING: quarantine: bad_name 1" in lines, lines
+    assert any(line.startswith("junk: no status file") and line.endswith("; 1 file(s) quarantined")
+               for line in lines), lines
     for f in (shared / "quarantine").rglob("*"):
         if f.is_file():
             f.unlink()
