@@ -15,29 +15,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from netsense.cli_support import fs_type  # noqa: F401  (one reading of /proc/self/mounts; tests import it here)
 from netsense.layout import NODE_NAME, WindowName
 
 log = logging.getLogger("netsense.aggregator")
 NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "ceph", "fuse.sshfs", "fuse.cephfs", "gpfs",
               "beegfs", "glusterfs", "fuse.glusterfs", "9p", "afs", "fuse", "fuseblk", "fuse.s3fs", "virtiofs"}
-
-
-def fs_type(path: Path) -> str:
-    """The file-system type of ``path`` from /proc/self/mounts (longest mount-point prefix)."""
-    real = os.path.realpath(path)
-    best, kind = "", "unknown"
-    try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) < 3:
-                    continue
-                mnt = parts[1].replace("\\040", " ")
-                if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-                    best, kind = mnt, parts[2]
-    except OSError:
-        pass
-    return kind
 
 
 def choose_observer(kind: str, path: Path) -> str:
